@@ -1,0 +1,72 @@
+"""Input checks shared by every `utils` module.
+
+Each check raises a `TypeError` or `ValueError` whose message names the argument
+and shows the offending shape or value, so a student sees at once what went wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def tensor(name: str, x, *, min_dim: int = 1, allow_empty: bool = False) -> torch.Tensor:
+    """Check that ``x`` is a floating-point tensor with at least ``min_dim`` dims and no NaN."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}"
+        )
+    if not allow_empty and x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); it needs at least one element")
+    if torch.isnan(x).any():
+        raise ValueError(f"{name} contains NaN (shape {tuple(x.shape)})")
+    return x
+
+
+def bool_mask(name: str, mask, target_shape: tuple[int, ...]) -> torch.Tensor:
+    """Check that ``mask`` is a bool tensor broadcastable to ``target_shape``."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a bool torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"{name} must have dtype torch.bool (True = may attend), got {mask.dtype}"
+        )
+    try:
+        torch.broadcast_shapes(mask.shape, target_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(mask.shape)} is not broadcastable to the scores' "
+            f"shape {tuple(target_shape)}"
+        ) from None
+    if torch.broadcast_shapes(mask.shape, target_shape) != torch.Size(target_shape):
+        raise ValueError(
+            f"{name} of shape {tuple(mask.shape)} would enlarge the scores' shape "
+            f"{tuple(target_shape)}"
+        )
+    return mask
+
+
+def positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
+    """Check that ``value`` is a positive (or non-negative) number."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        want = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
+    if value != value:  # NaN
+        raise ValueError(f"{name} must be a number, got NaN")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+def dim(name: str, x: torch.Tensor, d: int) -> int:
+    """Check that ``d`` is a valid dimension index of ``x``; return it as non-negative."""
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise TypeError(f"{name} must be an int, got {type(d).__name__}")
+    if not -x.dim() <= d < x.dim():
+        raise ValueError(f"{name}={d} is out of range for a tensor of shape {tuple(x.shape)}")
+    return d % x.dim()

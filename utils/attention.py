@@ -1,0 +1,160 @@
+r"""Scaled dot-product attention and its two everyday forms, self- and cross-attention.
+
+.. math::
+    \operatorname{Attention}(Q, K, V) = \operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V
+
+Conventions used across the course:
+
+* tensors are ``(..., L, d)``: any leading batch/head dimensions broadcast;
+* weight matrices have shape ``(d_in, d_out)`` and are applied as ``x @ w``;
+* boolean masks mean **True = may attend** (as in ``torch.nn.functional.scaled_dot_product_attention``);
+* a query whose keys are all masked gets zero weights and a zero output, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _validate
+
+__all__ = ["cross_attention", "scaled_dot_product_attention", "self_attention", "softmax"]
+
+
+def softmax(scores: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Numerically stable softmax of ``scores`` along ``dim``.
+
+    Args:
+        scores: any shape; may hold ``-inf`` (treated as masked), not NaN or ``+inf``.
+        dim: the dimension that sums to 1.
+        mask: optional bool tensor broadcastable to ``scores``; True = keep.
+
+    Returns:
+        Tensor of ``scores``' shape. Masked entries are exactly 0, and a slice
+        whose entries are all masked is all zeros (not NaN).
+    """
+    _validate.tensor("scores", scores)
+    dim = _validate.dim("dim", scores, dim)
+    if torch.isposinf(scores).any():
+        raise ValueError(f"scores contains +inf (shape {tuple(scores.shape)})")
+    if mask is not None:
+        _validate.bool_mask("mask", mask, tuple(scores.shape))
+        scores = scores.masked_fill(~mask, float("-inf"))
+    # torch's fused softmax subtracts the slice's max first, so exp never overflows.
+    weights = torch.softmax(scores, dim=dim)
+    # A slice with every entry masked (-inf) is 0/0 = NaN: it attends to nothing, so 0.
+    dead = torch.isneginf(scores).all(dim=dim, keepdim=True)
+    return weights.masked_fill(dead, 0.0)
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        _validate.tensor(name, x, min_dim=2)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same last dimension d_k, got q {tuple(q.shape)} "
+            f"and k {tuple(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same length (dim -2), got k {tuple(k.shape)} "
+            f"and v {tuple(v.shape)}"
+        )
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"the leading (batch) dimensions of q {tuple(q.shape)}, k {tuple(k.shape)} and "
+            f"v {tuple(v.shape)} do not broadcast"
+        ) from None
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of queries ``q`` over keys ``k`` and values ``v``.
+
+    Args:
+        q: ``(..., Lq, d_k)`` queries.
+        k: ``(..., Lk, d_k)`` keys.
+        v: ``(..., Lk, d_v)`` values.
+        mask: optional bool ``(..., Lq, Lk)`` (broadcastable); True = may attend.
+        scale: multiplies the scores; defaults to ``1 / sqrt(d_k)``.
+
+    Returns:
+        ``(output, weights)``: output ``(..., Lq, d_v)`` and weights ``(..., Lq, Lk)``,
+        whose rows sum to 1 (0 for a fully masked query).
+    """
+    _check_qkv(q, k, v)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    else:
+        _validate.positive("scale", scale)
+    scores = (q @ k.transpose(-2, -1)).mul_(scale)
+    weights = softmax(scores, dim=-1, mask=mask)
+    return weights @ v, weights
+
+
+def _check_weights(x_name: str, x: torch.Tensor, **weights: torch.Tensor) -> None:
+    for name, w in weights.items():
+        _validate.tensor(name, w, min_dim=2)
+        if w.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D (d_in, d_out) matrix, got {tuple(w.shape)}")
+        if w.shape[0] != x.shape[-1]:
+            raise ValueError(
+                f"{name} has shape {tuple(w.shape)} but {x_name} has feature size "
+                f"{x.shape[-1]} (shape {tuple(x.shape)}); {name} must be ({x.shape[-1]}, d_out)"
+            )
+
+
+def self_attention(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-attention: Q, K and V are all projections of the same ``x``.
+
+    Args:
+        x: ``(..., N, d_model)``.
+        w_q, w_k: ``(d_model, d_k)``; w_v: ``(d_model, d_v)``.
+        mask: optional bool ``(..., N, N)``; True = may attend.
+
+    Returns:
+        ``(output (..., N, d_v), weights (..., N, N))``.
+    """
+    _validate.tensor("x", x, min_dim=2)
+    _check_weights("x", x, w_q=w_q, w_k=w_k, w_v=w_v)
+    return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v, mask=mask)
+
+
+def cross_attention(
+    x_dec: torch.Tensor,
+    x_enc: torch.Tensor,
+    w_q: torch.Tensor,
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention: queries from the decoder, keys and values from the encoder.
+
+    Args:
+        x_dec: ``(..., N, d_dec)`` decoder states (the queries' source).
+        x_enc: ``(..., M, d_enc)`` encoder states (the keys' and values' source).
+        w_q: ``(d_dec, d_k)``; w_k: ``(d_enc, d_k)``; w_v: ``(d_enc, d_v)``.
+        mask: optional bool ``(..., N, M)``, e.g. a key padding mask ``(B, 1, M)``.
+
+    Returns:
+        ``(output (..., N, d_v), weights (..., N, M))``.
+    """
+    _validate.tensor("x_dec", x_dec, min_dim=2)
+    _validate.tensor("x_enc", x_enc, min_dim=2)
+    _check_weights("x_dec", x_dec, w_q=w_q)
+    _check_weights("x_enc", x_enc, w_k=w_k, w_v=w_v)
+    return scaled_dot_product_attention(x_dec @ w_q, x_enc @ w_k, x_enc @ w_v, mask=mask)
