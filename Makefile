@@ -1,0 +1,46 @@
+# Attention, Hands-On — two commands do everything: `make lab` and `make test`.
+# A fresh Linux machine needs only Python 3.11 and pip; the venv lives in .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# strict nbval for the executed solutions, lax for the (output-free) student chapters
+NBVAL  := --nbval-current-env -p no:cacheprovider
+
+.PHONY: install lab test unit notebooks lint bench figures chapters clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies and utils (editable)
+
+lab: $(STAMP)  ## open the course in JupyterLab on 127.0.0.1 (token auth on)
+	$(BIN)/jupyter lab --ip 127.0.0.1 README.md
+
+test: $(STAMP) lint unit notebooks  ## the whole test suite
+
+lint: $(STAMP)
+	$(BIN)/ruff check
+
+unit: $(STAMP)
+	$(BIN)/pytest tests
+
+notebooks: $(STAMP)
+	$(BIN)/pytest $(NBVAL) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg solutions
+	$(BIN)/pytest $(NBVAL) --nbval-lax chapters
+
+chapters: $(STAMP)  ## regenerate chapters/ from solutions/
+	$(BIN)/python -m utils.authoring build
+
+figures: $(STAMP)  ## redraw the SVG diagrams in images/
+	$(BIN)/python -m utils.figures
+
+bench: $(STAMP)  ## benchmarks (not tests): prints tables for the README
+	$(BIN)/python -m benchmarks.bench_attention
+
+clean:
+	rm -rf build .pytest_cache
