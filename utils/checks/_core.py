@@ -1,0 +1,131 @@
+"""Instant, specific feedback on exercises.
+
+A check runs the student's function on small seeded inputs and compares it with
+the reference from ``utils``. When they differ it runs known buggy versions on
+the same inputs: the first that reproduces the student's output names the likely
+bug. The check prints one line and returns a :class:`CheckResult` (which displays
+nothing, so the line is not repeated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Case", "CheckResult", "run_check"]
+
+PASS, NOT_ATTEMPTED, FAIL = "pass", "not attempted", "fail"
+
+
+@dataclass
+class CheckResult:
+    """The outcome of a check: ``status`` is "pass", "not attempted" or "fail";
+    ``diagnosis`` names the bug found ("wrong_shape", "wrong_axis", ...) or is None."""
+
+    name: str
+    status: str
+    message: str
+    diagnosis: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.status == PASS
+
+    def _ipython_display_(self) -> None:  # the printed line is the feedback
+        pass
+
+
+@dataclass
+class Case:
+    """One input to a check: positional and keyword arguments."""
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    def call(self, fn: Callable):
+        return fn(*self.args, **self.kwargs)
+
+
+def _as_tensors(out) -> tuple:
+    return tuple(out) if isinstance(out, tuple | list) else (out,)
+
+
+def _compare(got, want, atol: float) -> str | None:
+    """None if ``got`` matches ``want``, else a short reason with diagnosis key prefix."""
+    got, want = _as_tensors(got), _as_tensors(want)
+    if len(got) != len(want):
+        return f"wrong_output|returned {len(got)} value(s), expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        where = f" (returned value {i + 1})" if len(want) > 1 else ""
+        if not isinstance(w, torch.Tensor):  # a plain value (bool, int, str, ...)
+            if g != w:
+                return f"values|returned {g!r}{where}, expected {w!r}"
+            continue
+        if not isinstance(g, torch.Tensor):
+            return f"wrong_output|returned a {type(g).__name__}{where}, expected a torch.Tensor"
+        if g.shape != w.shape:
+            return (f"wrong_shape|wrong output shape{where}: expected {tuple(w.shape)}, "
+                    f"got {tuple(g.shape)}")
+        g, w = g.detach().double(), w.detach().double()
+        if torch.isnan(g).any() and not torch.isnan(w).any():
+            return f"nan|your output contains NaN{where}"
+        if not torch.allclose(g, w, atol=atol, rtol=1e-5, equal_nan=True):
+            diff = (g - w).abs().nan_to_num(nan=float("inf"))
+            idx = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+            return (f"values|values differ{where}: max |difference| {diff.max().item():.3g} at "
+                    f"index {idx} (got {g[idx].item():.4f}, expected {w[idx].item():.4f})")
+    return None
+
+
+def run_check(
+    name: str,
+    student: Callable,
+    reference: Callable,
+    cases: Sequence[Case],
+    bugs: dict[str, tuple[Callable, str]] | None = None,
+    atol: float = 1e-6,
+    verbose: bool = True,
+) -> CheckResult:
+    """Compare ``student`` with ``reference`` on every case and diagnose a mismatch.
+
+    Args:
+        name: the exercise's name, used in the message.
+        student, reference: the functions to compare.
+        cases: the inputs (small, seeded).
+        bugs: ``{diagnosis key: (buggy function, hint)}``, tried in order.
+        atol: absolute tolerance.
+        verbose: print the one-line message.
+    """
+    result = _run(name, student, reference, cases, bugs or {}, atol)
+    if verbose:
+        print(result.message)
+    return result
+
+
+def _run(name, student, reference, cases, bugs, atol) -> CheckResult:
+    for case in cases:
+        try:
+            got = case.call(student)
+        except NotImplementedError:
+            return CheckResult(name, NOT_ATTEMPTED,
+                               f"⏳ {name}: not attempted yet — fill in the function above, "
+                               "then rerun this cell.")
+        except Exception as err:  # the student's error, reported rather than raised
+            return CheckResult(name, FAIL, f"❌ {name}: your function raised "
+                               f"{type(err).__name__}: {err}", "raised")
+        want = case.call(reference)
+        problem = _compare(got, want, atol)
+        if problem is None:
+            continue
+        key, reason = problem.split("|", 1)
+        if key == "wrong_shape" and "wrong_shape" not in bugs:
+            return CheckResult(name, FAIL, f"❌ {name}: {reason}.", key)
+        for bug_key, (bug, hint) in bugs.items():
+            try:
+                if _compare(got, case.call(bug), atol) is None:
+                    return CheckResult(name, FAIL, f"❌ {name}: {hint}", bug_key)
+            except Exception:  # a buggy variant may not apply to this case
+                continue
+        return CheckResult(name, FAIL, f"❌ {name}: {reason}.", key)
+    return CheckResult(name, PASS, f"✅ {name}: correct on {len(cases)} test case(s).")

@@ -1,0 +1,161 @@
+"""One heatmap function for the whole course, plus small companions.
+
+``show_heatmaps`` follows d2l's convention: a 4-D array ``(rows, cols, queries, keys)``
+becomes a grid of heatmaps (e.g. layers × heads). Colour maps are colour-blind safe
+(viridis by default, cividis as the alternative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib as mpl
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+__all__ = ["PRESENTATION", "bar_weights", "presentation", "show_heatmaps", "to_numpy"]
+
+#: rcParams of the presentation style: large fonts, thick lines, for a projector.
+PRESENTATION = {
+    "font.size": 16,
+    "axes.titlesize": 18,
+    "axes.labelsize": 16,
+    "xtick.labelsize": 14,
+    "ytick.labelsize": 14,
+    "legend.fontsize": 14,
+    "lines.linewidth": 3.0,
+    "axes.linewidth": 1.6,
+    "figure.dpi": 110,
+}
+_saved: dict = {}
+MASKED_COLOR = "#d9d9d9"
+
+
+def presentation(on: bool = True) -> None:
+    """Switch the presentation style (large fonts, thick lines) on or off, for class."""
+    if on:
+        if not _saved:
+            _saved.update({k: mpl.rcParams[k] for k in PRESENTATION})
+        mpl.rcParams.update(PRESENTATION)
+    elif _saved:
+        mpl.rcParams.update(_saved)
+        _saved.clear()
+
+
+def to_numpy(x) -> np.ndarray:
+    """A tensor or array-like as a float numpy array (detached, on the CPU)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return x.numpy() if x.dtype == torch.bool else x.double().numpy()
+    return np.asarray(x)
+
+
+def _as_4d(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{name} must be 2-D (queries, keys), 3-D (cols, queries, keys) or 4-D "
+            f"(rows, cols, queries, keys), got shape {a.shape}"
+        )
+    return a.reshape((1,) * (4 - a.ndim) + a.shape)
+
+
+def show_heatmaps(
+    matrices,
+    xlabels: Sequence[str] | None = None,
+    ylabels: Sequence[str] | None = None,
+    titles: Sequence[str] | None = None,
+    *,
+    mask=None,
+    annotate: bool = False,
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+    vmin: float | None = 0.0,
+    vmax: float | None = None,
+    xlabel: str = "keys",
+    ylabel: str = "queries",
+    colorbar: bool = True,
+    figsize: tuple[float, float] | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """Draw a grid of attention heatmaps.
+
+    Args:
+        matrices: ``(rows, cols, Lq, Lk)`` (or 3-D ``(cols, Lq, Lk)``, or 2-D ``(Lq, Lk)``).
+        xlabels, ylabels: token labels for the keys (columns) and queries (rows).
+        titles: one title per panel, in row-major order.
+        mask: bool, broadcastable to ``matrices``; False cells (cannot attend) are grey.
+        annotate: write each value in its cell (for small matrices).
+        cmap: a colour-blind-safe map, ``"viridis"`` (default) or ``"cividis"``.
+        fig: draw into this figure instead of a new one.
+
+    Returns:
+        The matplotlib ``Figure`` (shown inline by Jupyter; ``plt.show()`` not needed).
+    """
+    a = _as_4d(to_numpy(matrices), "matrices").astype(float)
+    n_rows, n_cols, n_q, n_k = a.shape
+    if mask is not None:
+        m = np.broadcast_to(_as_4d(to_numpy(mask), "mask").astype(bool), a.shape)
+        a = np.ma.masked_array(a, mask=~m)
+    for name, labels, n in (("xlabels", xlabels, n_k), ("ylabels", ylabels, n_q)):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{name} has {len(labels)} labels for {n} positions")
+    if titles is not None and len(titles) != n_rows * n_cols:
+        raise ValueError(f"titles has {len(titles)} entries for {n_rows * n_cols} panels")
+    if fig is None:
+        size = figsize or (min(2.2 + 2.6 * n_cols * max(n_k, 4) / 8, 16),
+                           min(0.8 + 2.4 * n_rows * max(n_q, 4) / 8, 14))
+        fig = Figure(figsize=size, layout="constrained")
+    cm = mpl.colormaps[cmap].with_extremes(bad=MASKED_COLOR)
+    hi = vmax if vmax is not None else float(np.nanmax(a)) if a.size else 1.0
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            im = ax.imshow(a[r, c], cmap=cm, vmin=vmin, vmax=hi, aspect="auto",
+                           interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[r * n_cols + c])
+            if xlabels is not None:
+                ax.set_xticks(range(n_k), xlabels, rotation=90)
+            if ylabels is not None:
+                ax.set_yticks(range(n_q), ylabels)
+            if r == n_rows - 1:
+                ax.set_xlabel(xlabel)
+            if c == 0:
+                ax.set_ylabel(ylabel)
+            if annotate:
+                _annotate(ax, a[r, c], fmt, cm, vmin or 0.0, hi)
+    if colorbar:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
+    return fig
+
+
+def _annotate(ax, values, fmt: str, cmap, lo: float, hi: float) -> None:
+    span = (hi - lo) or 1.0
+    for (i, j), v in np.ndenumerate(np.ma.filled(values, np.nan)):
+        if np.isnan(v):
+            continue
+        r, g, b, _ = cmap((v - lo) / span)
+        light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5  # perceived luminance
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize="x-small",
+                color="black" if light else "white")
+
+
+def bar_weights(weights, labels: Sequence[str], ax, *, highlight: int | None = None,
+                color: str = "#3b528b", title: str | None = None):
+    """Attention weights of one query as bars over the key tokens; returns the bar container."""
+    w = to_numpy(weights).astype(float)
+    if w.ndim != 1 or len(w) != len(labels):
+        raise ValueError(f"weights must be 1-D with one entry per label ({len(labels)}), "
+                         f"got shape {w.shape}")
+    bars = ax.bar(range(len(w)), w, color=color)
+    if highlight is not None:
+        bars[highlight].set_color("#fde725")
+        bars[highlight].set_edgecolor("black")
+    ax.set_xticks(range(len(w)), labels, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("weight")
+    if title:
+        ax.set_title(title)
+    return bars

@@ -1,0 +1,141 @@
+"""The machinery shared by every widget of the course.
+
+A widget is two things:
+
+* a **view**: a matplotlib figure whose artists are made once and updated in
+  place by ``view.update(**params)`` (a pure function of the parameters: no
+  widgets involved), which returns the numbers it drew, for tests;
+* an **explorer**: ipywidgets controls wired to ``view.update``, showing the
+  figure as an ``ipywidgets.Image`` (PNG). Callbacks never ``print``.
+
+Showing ``view.figure_at(**defaults)`` first gives the static fallback that
+GitHub, a PDF or a projector without a kernel can show. Headless tests set a
+control's ``.value`` (or ``.click()`` a button) and read ``explorer.state`` and
+``explorer.image.value``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import ClassVar
+
+import ipywidgets as widgets
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+__all__ = ["Explorer", "View", "render_png"]
+
+
+def _canvas(fig: Figure) -> FigureCanvasAgg:
+    return fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+
+
+def _encode(rgba: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="png", compress_level=1)
+    return buf.getvalue()
+
+
+def render_png(fig: Figure) -> bytes:
+    """Draw all of ``fig`` with Agg and encode it as PNG (low compression: fast)."""
+    canvas = _canvas(fig)
+    canvas.draw()
+    return _encode(np.asarray(canvas.buffer_rgba()))
+
+
+class View:
+    """A figure with artists updated in place. Subclasses set ``self.fig`` and ``update``.
+
+    Artists listed in ``self.dynamic`` are the only ones an update changes: the
+    explorer draws everything else once (axes, ticks, labels are slow to draw)
+    and then only blits these on top, which keeps a slider move within a frame.
+    """
+
+    fig: Figure
+    #: artists that ``update`` changes (everything else is drawn once)
+    dynamic: ClassVar[list] = []
+    #: parameter values used for the static figure and the explorer's start
+    defaults: ClassVar[dict] = {}
+    _background = None
+
+    def render(self) -> bytes:
+        """PNG of the figure now; after the first call only ``dynamic`` artists are redrawn."""
+        canvas = _canvas(self.fig)
+        if self._background is None:
+            for artist in self.dynamic:
+                artist.set_animated(True)
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.fig.bbox)
+        canvas.restore_region(self._background)
+        for artist in self.dynamic:
+            self.fig.draw_artist(artist)
+        return _encode(np.asarray(canvas.buffer_rgba()))
+
+    def update(self, **params) -> dict:  # pragma: no cover - abstract
+        """Redraw for ``params``; return ``{name: array}`` of the numbers drawn."""
+        raise NotImplementedError
+
+    def figure_at(self, **params) -> Figure:
+        """The static figure at ``params`` (the defaults if none): shown inline by Jupyter."""
+        if self._background is not None:
+            raise RuntimeError("this view drives an explorer; make a new view for a static figure")
+        self.update(**{**self.defaults, **params})
+        return self.fig
+
+
+class Explorer:
+    """ipywidgets controls wired to a :class:`View`, shown as a live PNG image.
+
+    Args:
+        view: the view to drive.
+        controls: ``{parameter name: value widget}``; each change calls ``view.update``.
+        buttons: ``{label: callback(explorer)}``; each click runs the callback, then redraws.
+    """
+
+    def __init__(self, view: View, controls: dict[str, widgets.ValueWidget],
+                 buttons: dict[str, Callable[[Explorer], None]] | None = None):
+        self.view = view
+        self.controls = controls
+        self.buttons = {}
+        self.state: dict = {}
+        self.image = widgets.Image(format="png")
+        self.n_renders = 0
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+        for label, callback in (buttons or {}).items():
+            button = widgets.Button(description=label)
+            button.on_click(lambda _b, cb=callback: self._run(cb))
+            self.buttons[label] = button
+        self.refresh()
+
+    @property
+    def params(self) -> dict:
+        return {name: c.value for name, c in self.controls.items()}
+
+    def _on_change(self, _change) -> None:
+        self.refresh()
+
+    def _run(self, callback: Callable[[Explorer], None]) -> None:
+        callback(self)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the view for the current control values and push a new PNG."""
+        self.state = self.view.update(**self.params)
+        self.image.value = self.view.render()
+        self.n_renders += 1
+
+    @property
+    def widget(self) -> widgets.Widget:
+        row = list(self.controls.values()) + list(self.buttons.values())
+        return widgets.VBox([widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap")),
+                             self.image])
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        # a stable text fallback (the default repr would embed the PNG bytes)
+        bundle["text/plain"] = f"{type(self.view).__name__} explorer: run the notebook to interact"
+        return bundle
