@@ -1,0 +1,152 @@
+"""utils.sparse: blockwise sliding-window attention equals the dense masked version."""
+
+import ctypes
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.attention import scaled_dot_product_attention
+from utils.masks import sliding_window_mask
+from utils.sparse import sliding_window_attention
+
+F64 = torch.float64
+
+
+def _qkv(*batch, n, d=8, dtype=F64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(*batch, n, d, generator=g, dtype=dtype) for _ in range(3))
+
+
+def _dense(q, k, v, window, causal):
+    mask = sliding_window_mask(q.shape[-2], window, causal=causal)
+    return scaled_dot_product_attention(q, k, v, mask=mask)[0]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    ("n", "window"),
+    [(1, 0), (1, 3), (7, 0), (7, 1), (7, 6), (7, 7), (7, 50), (64, 31), (64, 32), (65, 32),
+     (100, 0), (100, 5), (100, 33), (130, 40), (200, 64)],
+)
+def test_equals_dense_masked(n, window, causal):
+    q, k, v = _qkv(2, 3, n=n, seed=n + window)
+    out = sliding_window_attention(q, k, v, window, causal=causal)
+    assert out.shape == v.shape
+    torch.testing.assert_close(out, _dense(q, k, v, window, causal), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("n", "window", "block"), [(50, 3, 3), (50, 3, 7), (97, 10, 16),
+                                                      (97, 10, 97), (97, 10, 200)])
+def test_any_block_size(n, window, block, causal):
+    """L not a multiple of the block, block == window, block >= L."""
+    q, k, v = _qkv(n=n, seed=1)
+    out = sliding_window_attention(q, k, v, window, causal=causal, block_size=block)
+    torch.testing.assert_close(out, _dense(q, k, v, window, causal), rtol=0, atol=1e-10)
+
+
+def test_window_zero_is_identity_on_values():
+    q, k, v = _qkv(2, n=40, seed=2)
+    torch.testing.assert_close(sliding_window_attention(q, k, v, 0), v, rtol=0, atol=1e-12)
+
+
+def test_wide_window_is_full_attention():
+    q, k, v = _qkv(3, n=45, seed=3)
+    full = scaled_dot_product_attention(q, k, v)[0]
+    for window in (44, 45, 1000):
+        torch.testing.assert_close(sliding_window_attention(q, k, v, window), full,
+                                   rtol=0, atol=1e-10)
+
+
+def test_broadcast_batch_dims_and_d_v():
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 1, 70, 8, generator=g, dtype=F64)
+    k = torch.randn(1, 3, 70, 8, generator=g, dtype=F64)
+    v = torch.randn(70, 5, generator=g, dtype=F64)
+    out = sliding_window_attention(q, k, v, 9)
+    assert out.shape == (2, 3, 70, 5)
+    torch.testing.assert_close(out, _dense(q, k, v, 9, False), rtol=0, atol=1e-10)
+
+
+def test_float32_within_1e5():
+    q, k, v = _qkv(1, 4, n=300, d=64, dtype=torch.float32, seed=5)
+    for causal in (False, True):
+        out = sliding_window_attention(q, k, v, 64, causal=causal)
+        torch.testing.assert_close(out, _dense(q, k, v, 64, causal), rtol=0, atol=1e-5)
+
+
+def test_causal_output_ignores_the_future():
+    q, k, v = _qkv(n=90, seed=6)
+    out = sliding_window_attention(q, k, v, 8, causal=True)
+    k2, v2 = k.clone(), v.clone()
+    k2[50:] += 3.0
+    v2[50:] -= 2.0
+    out2 = sliding_window_attention(q, k2, v2, 8, causal=True)
+    torch.testing.assert_close(out2[:50], out[:50], rtol=0, atol=0)
+    assert not torch.allclose(out2[50:], out[50:])
+
+
+def test_large_scores_stay_finite():
+    q, k, v = _qkv(n=100, dtype=torch.float32, seed=7)
+    out = sliding_window_attention(q * 1e3, k * 1e3, v, 4)
+    assert torch.isfinite(out).all()
+
+
+def _status_bytes(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+def test_long_sequence_uses_no_l_by_l_memory():
+    """L = 32768: dense float32 scores alone would take 4 GiB; the blockwise version needs
+    a few MiB beyond its inputs and output, and is fast."""
+    n, d = 32768, 16
+    q, k, v = _qkv(1, n=n, d=d, dtype=torch.float32, seed=8)
+    sliding_window_attention(q[..., :512, :], k[..., :512, :], v[..., :512, :], 64)  # warm up
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap memory back to the OS
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)
+    except OSError:
+        pytest.skip("cannot reset the peak RSS here")
+    base = _status_bytes("VmRSS")
+    start = time.perf_counter()
+    out = sliding_window_attention(q, k, v, 64)
+    elapsed = time.perf_counter() - start
+    peak = _status_bytes("VmHWM") - base
+    assert out.shape == (1, n, d) and torch.isfinite(out).all()
+    assert peak < 256 * 2**20, f"peak {peak / 2**20:.0f} MiB"  # dense: 4096 MiB
+    assert elapsed < 5.0
+    # Spot check a few rows against the exact definition.
+    for i in (0, 1000, n - 1):
+        lo, hi = max(0, i - 64), min(n, i + 65)
+        s = (q[0, i] @ k[0, lo:hi].T) / d**0.5
+        torch.testing.assert_close(out[0, i], torch.softmax(s, -1) @ v[0, lo:hi],
+                                   rtol=0, atol=1e-5)
+
+
+def test_bad_inputs_raise():
+    q, k, v = _qkv(n=10)
+    with pytest.raises(ValueError, match="window must be >= 0, got -1"):
+        sliding_window_attention(q, k, v, -1)
+    with pytest.raises(TypeError, match="window must be an int"):
+        sliding_window_attention(q, k, v, 2.5)
+    with pytest.raises(ValueError, match=r"same length L.*q \(10, 8\), k \(9, 8\)"):
+        sliding_window_attention(q, k[:9], v[:9], 2)
+    with pytest.raises(ValueError, match=r"q and k must have the same last dimension"):
+        sliding_window_attention(q, k[..., :4], v, 2)
+    with pytest.raises(ValueError, match="block_size=2 must be >= window=3"):
+        sliding_window_attention(q, k, v, 3, block_size=2)
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        sliding_window_attention(q, k, v, 3, causal="yes")
+    bad = q.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="q contains NaN"):
+        sliding_window_attention(bad, k, v, 3)
+    with pytest.raises(ValueError, match="empty"):
+        sliding_window_attention(q[:0], k[:0], v[:0], 3)

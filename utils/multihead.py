@@ -1,0 +1,154 @@
+"""Multi-head attention: H small attentions side by side on slices of the model dimension.
+
+``split_heads`` turns ``(..., L, D)`` into ``(..., H, L, D/H)``: head h owns the
+columns ``h*D/H : (h+1)*D/H`` of every token. ``merge_heads`` undoes it. In between,
+each head runs :func:`utils.attention.scaled_dot_product_attention` on its own slice.
+
+:class:`MultiHeadAttention` holds the four projections as ``torch.nn.Linear`` layers
+(``w_q``, ``w_k``, ``w_v``, ``w_o``). Note that ``nn.Linear`` stores its weight as
+``(d_out, d_in)`` and computes ``x @ weight.T + bias``; the rest of ``utils`` writes
+plain weight matrices as ``(d_in, d_out)`` applied as ``x @ w``, so
+``layer.weight.T`` is the matrix in the course's convention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import _validate
+from .attention import scaled_dot_product_attention
+
+__all__ = ["MultiHeadAttention", "merge_heads", "split_heads"]
+
+
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Split the last dimension into heads: ``(..., L, D) -> (..., H, L, D/H)``.
+
+    A view ``(..., L, H, D/H)`` followed by a transpose of L and H, so head h holds
+    columns ``h*D/H : (h+1)*D/H`` of each token (no data is copied).
+    """
+    _validate.tensor("x", x, min_dim=2)
+    _validate.positive("n_heads", n_heads, integer=True)
+    d = x.shape[-1]
+    if d % n_heads:
+        raise ValueError(
+            f"n_heads={n_heads} must divide the model dimension d_model={d} "
+            f"(x has shape {tuple(x.shape)})"
+        )
+    x = x.unflatten(-1, (n_heads, d // n_heads))  # (..., L, H, Dh)
+    return x.transpose(-3, -2)  # (..., H, L, Dh)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`split_heads`: ``(..., H, L, Dh) -> (..., L, H*Dh)``."""
+    _validate.tensor("x", x, min_dim=3)
+    return x.transpose(-3, -2).flatten(-2)  # (..., L, H, Dh) -> (..., L, H*Dh)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention, batch first, as in "Attention Is All You Need".
+
+    ``MultiHead(Q, K, V) = Concat(head_1, ..., head_H) W_o`` with
+    ``head_h = Attention(Q W_q^h, K W_k^h, V W_v^h)``. The H heads of size
+    ``D/H`` together cost the same parameters as one head of size D:
+    ``4 D^2`` weights plus ``4 D`` biases.
+
+    Args:
+        d_model: model dimension D.
+        n_heads: number of heads H; must divide ``d_model``.
+        bias: whether the four projections have biases.
+        dtype: optional parameter dtype (e.g. ``torch.float64``).
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, bias: bool = True, dtype: torch.dtype | None = None
+    ) -> None:
+        super().__init__()
+        _validate.positive("d_model", d_model, integer=True)
+        _validate.positive("n_heads", n_heads, integer=True)
+        if d_model % n_heads:
+            raise ValueError(
+                f"n_heads={n_heads} must divide d_model={d_model} "
+                f"(d_model / n_heads = {d_model / n_heads:g})"
+            )
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        # nn.Linear weights are (d_out, d_in); layer(x) = x @ weight.T + bias.
+        self.w_q = nn.Linear(d_model, d_model, bias=bias, dtype=dtype)
+        self.w_k = nn.Linear(d_model, d_model, bias=bias, dtype=dtype)
+        self.w_v = nn.Linear(d_model, d_model, bias=bias, dtype=dtype)
+        self.w_o = nn.Linear(d_model, d_model, bias=bias, dtype=dtype)
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of parameters: ``4 D^2 + 4 D`` with biases, ``4 D^2`` without."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attend from ``query`` over ``key``/``value``.
+
+        Args:
+            query: ``(B, Lq, D)``; key, value: ``(B, Lk, D)``.
+            mask: optional bool, True = may attend, broadcastable to
+                ``(B, H, Lq, Lk)``: e.g. ``(Lq, Lk)`` (same for all), ``(B, 1, Lq, Lk)``
+                (per example), ``(B, H, Lq, Lk)`` or a key padding mask ``(B, 1, 1, Lk)``.
+
+        Returns:
+            ``(output (B, Lq, D), weights (B, H, Lq, Lk))``; a fully masked query gets
+            zero weights, so its output is the output projection's bias.
+        """
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            _validate.tensor(name, x, min_dim=2)
+            if x.shape[-1] != self.d_model:
+                raise ValueError(
+                    f"{name} must have last dimension d_model={self.d_model}, "
+                    f"got shape {tuple(x.shape)}"
+                )
+        if key.shape[-2] != value.shape[-2]:
+            raise ValueError(
+                f"key and value must have the same length, got key {tuple(key.shape)} "
+                f"and value {tuple(value.shape)}"
+            )
+        q = split_heads(self.w_q(query), self.n_heads)  # (B, H, Lq, Dh)
+        k = split_heads(self.w_k(key), self.n_heads)  # (B, H, Lk, Dh)
+        v = split_heads(self.w_v(value), self.n_heads)  # (B, H, Lk, Dh)
+        out, weights = scaled_dot_product_attention(q, k, v, mask=mask)
+        return self.w_o(merge_heads(out)), weights
+
+    @classmethod
+    def from_torch(cls, m: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A copy of ``torch.nn.MultiheadAttention`` ``m`` (same weights, dtype and device).
+
+        torch packs the three input projections as ``in_proj_weight = [W_q; W_k; W_v]``
+        (``(3D, D)``, in ``nn.Linear``'s ``(d_out, d_in)`` layout). Whether ``m`` is
+        ``batch_first`` or not does not matter for the weights; this module is always
+        batch first. Remember that torch's masks mean True = *blocked*: pass it
+        ``~mask`` where this module takes ``mask``.
+        """
+        if not isinstance(m, nn.MultiheadAttention):
+            raise TypeError(f"m must be a torch.nn.MultiheadAttention, got {type(m).__name__}")
+        if not m._qkv_same_embed_dim or m.in_proj_weight is None:
+            raise ValueError("m must use the same embed_dim for query, key and value (kdim = vdim)")
+        if m.bias_k is not None or m.add_zero_attn:
+            raise ValueError("m must not use add_bias_kv or add_zero_attn")
+        w = m.in_proj_weight
+        has_bias = m.in_proj_bias is not None
+        new = cls(m.embed_dim, m.num_heads, bias=has_bias, dtype=w.dtype).to(w.device)
+        d = m.embed_dim
+        with torch.no_grad():
+            for i, layer in enumerate((new.w_q, new.w_k, new.w_v)):
+                layer.weight.copy_(w[i * d : (i + 1) * d])
+                if has_bias:
+                    layer.bias.copy_(m.in_proj_bias[i * d : (i + 1) * d])
+            new.w_o.weight.copy_(m.out_proj.weight)
+            if has_bias:
+                new.w_o.bias.copy_(m.out_proj.bias)
+        return new

@@ -1,0 +1,180 @@
+r"""Score functions: how much query i "matches" key j, before the softmax.
+
+Every function maps ``q (..., Lq, d_q)`` and ``k (..., Lk, d_k)`` to scores
+``(..., Lq, Lk)``; leading batch dimensions broadcast. Weights are ``(d_in, d_out)``
+and applied as ``x @ w``, as everywhere in ``utils``.
+
+===========  ==========================================  ==============================
+name         score(q, k)                                 parameters
+===========  ==========================================  ==============================
+dot          :math:`q^\top k`                            none
+scaled_dot   :math:`q^\top k / \sqrt{d}`                 none
+general      :math:`q^\top W k` (Luong)                  ``w (d_q, d_k)``
+additive     :math:`v^\top \tanh(q W_q + k W_k)`         ``w_q (d_q, h), w_k (d_k, h),
+             (Bahdanau)                                  v (h,)``
+concat       :math:`v^\top \tanh([q; k] W)` (Luong)      ``w (d_q + d_k, h), v (h,)``
+cosine       :math:`\cos(q, k) / T`                      temperature ``T > 0``
+===========  ==========================================  ==============================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from . import _validate
+
+__all__ = [
+    "SCORE_FUNCTIONS",
+    "additive",
+    "concat",
+    "cosine",
+    "dot",
+    "general",
+    "scaled_dot",
+]
+
+# Budget (in elements) for the (..., Lq, chunk, h) tensor of additive scores.
+_ADDITIVE_CHUNK_ELEMENTS = 1 << 22
+
+
+def _check_qk(q, k, *, same_d: bool) -> None:
+    _validate.tensor("q", q, min_dim=2)
+    _validate.tensor("k", k, min_dim=2)
+    if same_d and q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same last dimension d, got q {tuple(q.shape)} "
+            f"and k {tuple(k.shape)}"
+        )
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"the leading (batch) dimensions of q {tuple(q.shape)} and k {tuple(k.shape)} "
+            "do not broadcast"
+        ) from None
+
+
+def _check_weight(name: str, w, shape: tuple[int, ...], meaning: str) -> None:
+    _validate.tensor(name, w)
+    if tuple(w.shape) != shape:
+        raise ValueError(f"{name} must have shape {meaning} = {shape}, got {tuple(w.shape)}")
+
+
+def dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Dot-product scores ``q @ k^T``: ``(..., Lq, d), (..., Lk, d) -> (..., Lq, Lk)``."""
+    _check_qk(q, k, same_d=True)
+    return q @ k.transpose(-2, -1)
+
+
+def scaled_dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product scores ``q @ k^T / sqrt(d)`` (the Transformer's)."""
+    return dot(q, k) / math.sqrt(q.shape[-1])
+
+
+def general(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Luong's "general" (bilinear) scores ``q W k^T``.
+
+    Args:
+        q: ``(..., Lq, d_q)``; k: ``(..., Lk, d_k)``; w: ``(d_q, d_k)``.
+
+    Returns:
+        ``(..., Lq, Lk)``.
+    """
+    _check_qk(q, k, same_d=False)
+    _check_weight("w", w, (q.shape[-1], k.shape[-1]), "(d_q, d_k)")
+    return (q @ w) @ k.transpose(-2, -1)
+
+
+def additive(
+    q: torch.Tensor, k: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Bahdanau's additive scores ``v^T tanh(q W_q + k W_k)``.
+
+    The projections are computed once (``(..., Lq, h)`` and ``(..., Lk, h)``), then
+    broadcast to ``(..., Lq, Lk, h)``, squashed with tanh and contracted with ``v``.
+    That 4-D tensor is built a chunk of keys at a time, so memory stays bounded.
+
+    Args:
+        q: ``(..., Lq, d_q)``; k: ``(..., Lk, d_k)``.
+        w_q: ``(d_q, h)``; w_k: ``(d_k, h)``; v: ``(h,)``.
+
+    Returns:
+        ``(..., Lq, Lk)``.
+    """
+    _check_qk(q, k, same_d=False)
+    _validate.tensor("v", v)
+    if v.dim() != 1:
+        raise ValueError(f"v must be a vector (h,), got shape {tuple(v.shape)}")
+    h = v.shape[0]
+    _check_weight("w_q", w_q, (q.shape[-1], h), "(d_q, h)")
+    _check_weight("w_k", w_k, (k.shape[-1], h), "(d_k, h)")
+    return _additive(q @ w_q, k @ w_k, v)
+
+
+def _additive(pq: torch.Tensor, pk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``v^T tanh(pq_i + pk_j)`` for projected ``pq (..., Lq, h)``, ``pk (..., Lk, h)``."""
+    batch = torch.broadcast_shapes(pq.shape[:-2], pk.shape[:-2])
+    lq, lk, h = pq.shape[-2], pk.shape[-2], pq.shape[-1]
+    per_key = max(1, math.prod(batch) * lq * h)
+    chunk = max(1, _ADDITIVE_CHUNK_ELEMENTS // per_key)
+    pq = pq.unsqueeze(-2)  # (..., Lq, 1, h)
+    out = []
+    for start in range(0, lk, chunk):
+        part = pk[..., start : start + chunk, :].unsqueeze(-3)  # (..., 1, c, h)
+        out.append(torch.tanh(pq + part) @ v)  # (..., Lq, c)
+    return torch.cat(out, dim=-1) if len(out) > 1 else out[0]
+
+
+def concat(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Luong's "concat" scores ``v^T tanh([q; k] W)``.
+
+    ``[q; k] W = q W[:d_q] + k W[d_q:]``, so it is computed as :func:`additive` with
+    the split weight, never building the ``(Lq, Lk, d_q + d_k)`` concatenation.
+
+    Args:
+        q: ``(..., Lq, d_q)``; k: ``(..., Lk, d_k)``.
+        w: ``(d_q + d_k, h)``; v: ``(h,)``.
+
+    Returns:
+        ``(..., Lq, Lk)``.
+    """
+    _check_qk(q, k, same_d=False)
+    _validate.tensor("v", v)
+    if v.dim() != 1:
+        raise ValueError(f"v must be a vector (h,), got shape {tuple(v.shape)}")
+    d_q = q.shape[-1]
+    _check_weight("w", w, (d_q + k.shape[-1], v.shape[0]), "(d_q + d_k, h)")
+    return _additive(q @ w[:d_q], k @ w[d_q:], v)
+
+
+def cosine(q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cosine-similarity scores ``cos(q_i, k_j) / temperature``, in ``[-1/T, 1/T]``.
+
+    A zero vector has cosine 0 with everything (no division by zero).
+
+    Args:
+        q: ``(..., Lq, d)``; k: ``(..., Lk, d)``; temperature: ``> 0``.
+
+    Returns:
+        ``(..., Lq, Lk)``.
+    """
+    _check_qk(q, k, same_d=True)
+    _validate.positive("temperature", temperature)
+    eps = torch.finfo(q.dtype).tiny
+    qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)
+    # Rounding can push |cos| a hair above 1; clamp so the bound is exact.
+    return (qn @ kn.transpose(-2, -1)).clamp_(-1.0, 1.0) / temperature
+
+
+SCORE_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "dot": dot,
+    "scaled_dot": scaled_dot,
+    "general": general,
+    "additive": additive,
+    "concat": concat,
+    "cosine": cosine,
+}
