@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib as mpl
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -90,7 +91,8 @@ def show_heatmaps(
         fig: draw into this figure instead of a new one.
 
     Returns:
-        The matplotlib ``Figure`` (shown inline by Jupyter; ``plt.show()`` not needed).
+        The matplotlib ``Figure``: a new pyplot figure (end the cell with ``plt.show()``),
+        or ``fig`` when given.
     """
     a = _as_4d(to_numpy(matrices), "matrices").astype(float)
     n_rows, n_cols, n_q, n_k = a.shape
@@ -105,7 +107,7 @@ def show_heatmaps(
     if fig is None:
         size = figsize or (min(2.2 + 2.6 * n_cols * max(n_k, 4) / 8, 16),
                            min(0.8 + 2.4 * n_rows * max(n_q, 4) / 8, 14))
-        fig = Figure(figsize=size, layout="constrained")
+        fig = plt.figure(figsize=size, layout="constrained")  # shown inline by Jupyter
     cm = mpl.colormaps[cmap].with_extremes(bad=MASKED_COLOR)
     hi = vmax if vmax is not None else float(np.nanmax(a)) if a.size else 1.0
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True)
