@@ -94,11 +94,16 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def expected_chapters(solutions: Path = SOLUTIONS) -> dict[str, str]:
-    """``{file name: student notebook text}`` for every solution notebook."""
+def _solution_paths(solutions: Path, names: list[str] | None = None) -> list[Path]:
+    paths = sorted(solutions.glob("[0-9][0-9]-*.ipynb"))
+    return [p for p in paths if not names or any(n in p.name for n in names)]
+
+
+def expected_chapters(solutions: Path = SOLUTIONS, names: list[str] | None = None) -> dict[str, str]:
+    """``{file name: student notebook text}`` for every solution notebook (or those named)."""
     return {
         p.name: render(student_version(nbformat.read(p, as_version=4)))
-        for p in sorted(solutions.glob("[0-9][0-9]-*.ipynb"))
+        for p in _solution_paths(solutions, names)
     }
 
 
@@ -107,15 +112,17 @@ def _load_manifest(chapters: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build(solutions: Path = SOLUTIONS, chapters: Path = CHAPTERS, force: bool = False) -> list[str]:
-    """Regenerate the student chapters; return the names written.
+def build(solutions: Path = SOLUTIONS, chapters: Path = CHAPTERS, force: bool = False,
+          names: list[str] | None = None) -> list[str]:
+    """Regenerate the student chapters (all, or those whose name contains one of ``names``);
+    return the names written.
 
     Raises AuthoringError (and writes nothing) when a chapter was changed since it
     was generated and ``force`` is False.
     """
     chapters.mkdir(exist_ok=True)
     manifest = _load_manifest(chapters)
-    expected = expected_chapters(solutions)
+    expected = expected_chapters(solutions, names)
     todo, refused = {}, []
     for name, text in expected.items():
         path = chapters / name
@@ -143,6 +150,8 @@ def build(solutions: Path = SOLUTIONS, chapters: Path = CHAPTERS, force: bool = 
             print(f"saved a backup of {path} as {backup.name}")
         path.write_text(text)
         manifest[name] = _digest(text)
+    # re-read and update only this build's entries, so concurrent builds keep theirs
+    manifest = {**_load_manifest(chapters), **{n: manifest[n] for n in expected}}
     (chapters / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return sorted(todo)
 
@@ -167,10 +176,7 @@ def execute(names: list[str] | None = None, solutions: Path = SOLUTIONS, timeout
     """Run solution notebooks in place (kernel ``python3``, cwd ``solutions/``) and clean them."""
     from nbclient import NotebookClient
 
-    paths = sorted(solutions.glob("[0-9][0-9]-*.ipynb"))
-    if names:
-        paths = [p for p in paths if any(n in p.name for n in names)]
-    for path in paths:
+    for path in _solution_paths(solutions, names):
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(solutions)}}).execute()
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="regenerate chapters/ from solutions/")
     b.add_argument("--force", action="store_true", help="overwrite changed chapters (after a backup)")
+    b.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
     sub.add_parser("check", help="exit 1 if chapters/ is out of date")
     e = sub.add_parser("execute", help="execute solutions in place, then build")
     e.add_argument("names", nargs="*", help="substrings of notebook names (default: all)")
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         if args.command == "execute":
             execute(args.names)
-        written = build(force=getattr(args, "force", False))
+        written = build(force=getattr(args, "force", False), names=args.names or None)
         print(f"wrote {len(written)} chapter notebook(s)" + (": " + ", ".join(written) if written else ""))
         return 0
     except AuthoringError as err:
