@@ -41,10 +41,11 @@ def softmax(scores: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = Non
     if mask is not None:
         _validate.bool_mask("mask", mask, tuple(scores.shape))
         scores = scores.masked_fill(~mask, float("-inf"))
-    # torch's fused softmax subtracts the slice's max first, so exp never overflows.
-    weights = torch.softmax(scores, dim=dim)
-    # A slice with every entry masked (-inf) is 0/0 = NaN: it attends to nothing, so 0.
+    # A slice with every entry masked (-inf) would be 0/0 = NaN: it attends to nothing,
+    # so it gets 0. Zeroing its scores first keeps NaN out of the gradient as well.
     dead = torch.isneginf(scores).all(dim=dim, keepdim=True)
+    # torch's fused softmax subtracts the slice's max first, so exp never overflows.
+    weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=dim)
     return weights.masked_fill(dead, 0.0)
 
 
