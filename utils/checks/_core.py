@@ -103,10 +103,20 @@ def run_check(
     return result
 
 
+def _reproduces(bug: Callable, cases: Sequence[Case], outputs: list, atol: float) -> bool:
+    """Does ``bug`` give the student's outputs on every case?"""
+    try:
+        return all(_compare(out, case.call(bug), atol) is None
+                   for case, out in zip(cases, outputs, strict=True))
+    except Exception:  # a buggy variant may not apply to some case
+        return False
+
+
 def _run(name, student, reference, cases, bugs, atol) -> CheckResult:
+    outputs = []
     for case in cases:
         try:
-            got = case.call(student)
+            outputs.append(case.call(student))
         except NotImplementedError:
             return CheckResult(name, NOT_ATTEMPTED,
                                f"⏳ {name}: not attempted yet — fill in the function above, "
@@ -114,18 +124,17 @@ def _run(name, student, reference, cases, bugs, atol) -> CheckResult:
         except Exception as err:  # the student's error, reported rather than raised
             return CheckResult(name, FAIL, f"❌ {name}: your function raised "
                                f"{type(err).__name__}: {err}", "raised")
-        want = case.call(reference)
-        problem = _compare(got, want, atol)
-        if problem is None:
-            continue
-        key, reason = problem.split("|", 1)
-        if key == "wrong_shape" and "wrong_shape" not in bugs:
-            return CheckResult(name, FAIL, f"❌ {name}: {reason}.", key)
+    problems = [_compare(out, case.call(reference), atol) for case, out in zip(cases, outputs, strict=True)]
+    first = next((p for p in problems if p is not None), None)
+    if first is None:
+        return CheckResult(name, PASS, f"✅ {name}: correct on {len(cases)} test case(s).")
+    key, reason = first.split("|", 1)
+    failing = [i for i, p in enumerate(problems) if p is not None]
+    # a bug that explains every case wins; else one that explains the failing cases
+    for subset in (range(len(cases)), failing):
+        sub_cases, sub_outputs = [cases[i] for i in subset], [outputs[i] for i in subset]
         for bug_key, (bug, hint) in bugs.items():
-            try:
-                if _compare(got, case.call(bug), atol) is None:
-                    return CheckResult(name, FAIL, f"❌ {name}: {hint}", bug_key)
-            except Exception:  # a buggy variant may not apply to this case
-                continue
-        return CheckResult(name, FAIL, f"❌ {name}: {reason}.", key)
-    return CheckResult(name, PASS, f"✅ {name}: correct on {len(cases)} test case(s).")
+            if _reproduces(bug, sub_cases, sub_outputs, atol):
+                extra = f" ({reason})" if key == "wrong_shape" else ""
+                return CheckResult(name, FAIL, f"❌ {name}: {hint}{extra}", bug_key)
+    return CheckResult(name, FAIL, f"❌ {name}: {reason}.", key)

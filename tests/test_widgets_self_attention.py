@@ -1,0 +1,72 @@
+"""Chapter 1's widget, driven without a browser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils.examples import running_example
+from utils.widgets import AttentionView, attention_explorer, tempered_weights
+
+
+@pytest.fixture
+def explorer():
+    ex = running_example()
+    return attention_explorer(ex.tokens, ex.x @ ex.w_q, ex.x @ ex.w_k, query=ex.index("He"))
+
+
+def _bar_heights(explorer) -> np.ndarray:
+    return np.array([bar.get_height() for bar in explorer.view.bars])
+
+
+def test_temperature_slider_changes_the_figure(explorer):
+    before_png, before_bars = explorer.image.value, _bar_heights(explorer)
+    explorer.controls["temperature"].value = 5.0
+    assert explorer.image.value != before_png
+    assert not np.allclose(_bar_heights(explorer), before_bars)
+    assert np.allclose(_bar_heights(explorer), explorer.state["row"].numpy())
+
+
+def test_query_picker_moves_the_outline(explorer):
+    explorer.controls["query"].value = 1
+    assert explorer.view.outline.get_y() == pytest.approx(0.5)
+    assert torch.equal(explorer.state["row"], explorer.state["weights"][1])
+
+
+@pytest.mark.parametrize("value", ["min", "max"])
+def test_slider_extremes_stay_finite(explorer, value):
+    slider = explorer.controls["temperature"]
+    slider.value = 10 ** getattr(slider, value)
+    w = explorer.state["weights"]
+    assert torch.isfinite(w).all()
+    assert torch.allclose(w.sum(-1), torch.ones(w.shape[0], dtype=w.dtype))
+    assert np.isfinite(explorer.view.heat.get_array()).all()
+
+
+def test_low_temperature_approaches_argmax_and_high_approaches_uniform():
+    ex = running_example()
+    q, k = ex.x @ ex.w_q, ex.x @ ex.w_k
+    he = ex.index("He")
+    assert tempered_weights(q, k, 0.05)[he].max() > 0.999
+    assert torch.allclose(tempered_weights(q, k, 1e4)[he], torch.full((10,), 0.1, dtype=q.dtype),
+                          atol=1e-3)
+    with pytest.raises(ValueError, match="temperature"):
+        tempered_weights(q, k, 0.0)
+
+
+def test_static_fallback_is_the_same_picture_as_the_explorer_start():
+    ex = running_example()
+    q, k = ex.x @ ex.w_q, ex.x @ ex.w_k
+    fig = AttentionView(ex.tokens, q, k, query=6).figure_at()
+    assert fig.axes and fig.get_figwidth() > 0
+    explorer = attention_explorer(ex.tokens, q, k, query=6)
+    assert np.allclose(explorer.view.heat.get_array(), fig.axes[0].images[0].get_array())
+    with pytest.raises(RuntimeError, match="explorer"):
+        explorer.view.figure_at()
+
+
+def test_repr_is_stable_text(explorer):
+    bundle = explorer._repr_mimebundle_()
+    assert bundle["text/plain"] == "AttentionView explorer: run the notebook to interact"
+    assert "application/vnd.jupyter.widget-view+json" in bundle

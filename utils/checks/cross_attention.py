@@ -1,0 +1,170 @@
+"""Checks for chapter 2's exercises: cross-attention, a key padding mask, reading an alignment."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..attention import cross_attention, scaled_dot_product_attention
+from ..masks import padding_mask
+from ._core import Case, CheckResult, run_check
+
+__all__ = ["check_alignment", "check_cross_attention", "check_padded_attention"]
+
+
+def _randn(*shape, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+# ---------------------------------------------------------------- exercise 1: cross-attention
+
+def _cross_variant(*, q_from="dec", kv_from="enc", v_from=None, scale_of=None, axis=-1,
+                   transpose=False):
+    """A (possibly buggy) cross-attention; the defaults give the correct one."""
+
+    def fn(x_dec, x_enc, w_q, w_k, w_v):
+        src = {"dec": x_dec, "enc": x_enc}
+        q = src[q_from] @ w_q
+        k = src[kv_from] @ w_k
+        v = src[v_from or kv_from] @ w_v
+        s = (k @ q.transpose(-2, -1)) if transpose else (q @ k.transpose(-2, -1))
+        scale = 1 / math.sqrt(q.shape[-1]) if scale_of is None else scale_of(q, x_dec)
+        w = torch.softmax(s * scale, dim=axis)
+        return w @ v, w
+
+    return fn
+
+
+def check_cross_attention(fn) -> CheckResult:
+    """``fn(x_dec, x_enc, w_q, w_k, w_v) -> (output, weights)``: cross-attention."""
+    # Case 1 has N = M and d_dec = d_enc, so a decoder/encoder mix-up gives the right shapes
+    # and can be recognised by its values; d_k = 3 differs from d_model = 6 (wrong scale), and
+    # d_v = 2 differs from M = 4 (returning (weights, output) swapped is a wrong shape).
+    # Case 2 is batched, with N != M and d_dec != d_enc.
+    cases = [
+        Case((_randn(4, 6), _randn(4, 6, seed=1), _randn(6, 3, seed=2), _randn(6, 3, seed=3),
+              _randn(6, 2, seed=4))),
+        Case((_randn(2, 3, 5, seed=5), _randn(2, 6, 4, seed=6), _randn(5, 3, seed=7),
+              _randn(4, 3, seed=8), _randn(4, 2, seed=9))),
+    ]
+    bugs = {
+        "kv_from_decoder": (_cross_variant(kv_from="dec"),
+                            "keys and values come from the decoder: in cross-attention only the "
+                            "queries come from x_dec; K = x_enc W_k and V = x_enc W_v."),
+        "swapped_sources": (_cross_variant(q_from="enc", kv_from="dec"),
+                            "decoder and encoder are swapped: queries come from x_dec (the "
+                            "target), keys and values from x_enc (the source)."),
+        "v_from_decoder": (_cross_variant(v_from="dec"),
+                           "the values come from the decoder: V = x_enc W_v, like the keys."),
+        "missing_scale": (_cross_variant(scale_of=lambda q, x: 1.0),
+                          "the scores are not scaled: divide Q Kᵀ by √d_k."),
+        "sqrt_d_model": (_cross_variant(scale_of=lambda q, x: 1 / math.sqrt(x.shape[-1])),
+                         "scaled by √d_model; the scale is 1/√d_k (the size of a query/key)."),
+        "wrong_axis": (_cross_variant(axis=-2),
+                       "softmax over the wrong axis: each target token's weights over the "
+                       "source tokens (the last axis) must sum to 1."),
+        "transposed_scores": (_cross_variant(transpose=True),
+                              "scores are K Qᵀ (transposed): row i must hold target token i's "
+                              "scores against every source token, an N × M matrix."),
+    }
+    return run_check("cross_attention", fn, cross_attention, cases, bugs)
+
+
+# ---------------------------------------------------------------- exercise 2: key padding mask
+
+def _padded_reference(q, k, v, lengths):
+    mask = padding_mask(torch.as_tensor(lengths), k.shape[-2])[:, None, :]
+    return scaled_dot_product_attention(q, k, v, mask=mask)
+
+
+def _padded_variant(*, keep_of=None, where="before", fill=float("-inf"), queries=False,
+                    scaled=True):
+    """A (possibly buggy) padded attention; the defaults give the correct one."""
+
+    def fn(q, k, v, lengths):
+        lengths = torch.as_tensor(lengths)
+        pos = torch.arange(k.shape[-2])[None, :]
+        keep = pos < lengths[:, None] if keep_of is None else keep_of(pos, lengths[:, None])
+        keep = keep[:, :, None] if queries else keep[:, None, :]
+        s = q @ k.transpose(-2, -1)
+        if scaled:
+            s = s / math.sqrt(q.shape[-1])
+        if where == "before":
+            w = torch.softmax(s.masked_fill(~keep, fill), dim=-1)
+        elif where == "after":
+            w = torch.softmax(s, dim=-1) * keep
+        else:  # no mask at all
+            w = torch.softmax(s, dim=-1)
+        return w @ v, w
+
+    return fn
+
+
+def check_padded_attention(fn) -> CheckResult:
+    """``fn(q, k, v, lengths) -> (output, weights)``: attention with a key padding mask."""
+    # Case 1: every source is padded (lengths < M) and N = M, so an inverted mask never masks
+    # a whole row and a mask on the query axis still has the right shape.
+    # Case 2: a full-length source next to a short one, N != M.
+    cases = [
+        Case((_randn(3, 5, 4), _randn(3, 5, 4, seed=1), _randn(3, 5, 3, seed=2),
+              torch.tensor([3, 4, 2]))),
+        Case((_randn(2, 3, 4, seed=3), _randn(2, 6, 4, seed=4), _randn(2, 6, 2, seed=5),
+              torch.tensor([6, 2]))),
+    ]
+    bugs = {
+        "no_mask": (_padded_variant(where="none"),
+                    "the padded keys still get weight: mask them (fill their scores with -inf) "
+                    "before the softmax."),
+        "inverted_mask": (_padded_variant(keep_of=lambda pos, n: pos >= n),
+                          "mask polarity inverted: your mask is True at the padding, so only "
+                          "padding is read. Here True = may attend: real tokens are "
+                          "positions < length."),
+        "off_by_one": (_padded_variant(keep_of=lambda pos, n: pos <= n),
+                       "off by one: `<=` lets the first padded key through; a source of "
+                       "length L has real tokens at positions 0..L-1 (`arange(M) < L`)."),
+        "off_by_one_short": (_padded_variant(keep_of=lambda pos, n: pos < n - 1),
+                             "off by one: the last real token is masked; a source of length L "
+                             "has real tokens at positions 0..L-1 (`arange(M) < L`)."),
+        "after_softmax": (_padded_variant(where="after"),
+                          "the mask is applied after the softmax: the padded weights are 0 but "
+                          "the rows no longer sum to 1 (not renormalised). Fill the scores with "
+                          "-inf before the softmax."),
+        "zero_not_inf": (_padded_variant(fill=0.0),
+                         "the padded scores are set to 0, not -inf: exp(0) = 1, so padding "
+                         "still gets weight. Fill with float('-inf')."),
+        "masked_queries": (_padded_variant(queries=True),
+                           "the mask is on the query axis, (B, M, 1): it must hide keys, shape "
+                           "(B, 1, M), i.e. mask[:, None, :]."),
+        "missing_scale": (_padded_variant(scaled=False),
+                          "the scores are not scaled: divide Q Kᵀ by √d_k."),
+    }
+    return run_check("padded attention", fn, _padded_reference, cases, bugs)
+
+
+# ---------------------------------------------------------------- exercise 3: alignment
+
+def _alignment(weights: torch.Tensor) -> torch.Tensor:
+    return weights.argmax(dim=-1)
+
+
+def check_alignment(fn) -> CheckResult:
+    """``fn(weights (..., N, M)) -> (..., N)`` long: each target token's most-read source token."""
+    def weights(*shape, seed):
+        return torch.softmax(3 * _randn(*shape, seed=seed), dim=-1)
+
+    # Case 1 is square, so an argmax over the wrong axis has the right shape.
+    cases = [Case((weights(4, 4, seed=0),)), Case((weights(3, 5, seed=1),)),
+             Case((weights(2, 3, 5, seed=2),))]
+    bugs = {
+        "wrong_axis": (lambda w: w.argmax(dim=-2),
+                       "argmax over the wrong axis: that is, for each source token, the target "
+                       "token that reads it most. Rows are target tokens: take the argmax "
+                       "along the last axis (the source tokens)."),
+        "argmin": (lambda w: w.argmin(dim=-1),
+                   "that is the least-read source token: use argmax."),
+        "returned_values": (lambda w: w.max(dim=-1).values,
+                            "you returned the largest weights; return their positions "
+                            "(argmax, or .indices of max)."),
+    }
+    return run_check("alignment", fn, _alignment, cases, bugs)
