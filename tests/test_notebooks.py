@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils.authoring import BEGIN, END
+from utils.authoring import BEGIN, END, slide_type
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [
@@ -127,3 +127,14 @@ def test_links_point_to_real_files_and_navigation_is_complete(path):
     if index < len(NAMES) - 1:
         assert f"{NAMES[index + 1]}.ipynb" in targets, "missing the link to the next chapter"
     assert "../README.md" in targets, "missing the link back to the main page"
+
+
+@pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
+def test_every_cell_carries_slideshow_metadata(path):
+    """Live slides: ``##`` starts a slide, ``###`` a sub-slide, set-up and long code skipped."""
+    cells = _read(path).cells
+    for cell in cells:
+        assert cell.metadata.get("slideshow", {}).get("slide_type") == slide_type(cell), (
+            f"cell {cell.get('id')}: run python -m utils.authoring execute (or build)"
+        )
+    assert cells[0].metadata["slideshow"]["slide_type"] == "slide"

@@ -63,6 +63,35 @@ def strip_solutions(source: str, cell_type: str = "code") -> str:
     return _BLOCK.sub(stub, source).rstrip("\n") if BEGIN in source else source
 
 
+LONG_CODE = 25  # lines: longer code cells are skipped in slides (the figure they draw stays)
+
+
+def slide_type(cell: nbformat.NotebookNode) -> str:
+    """The live-slides role of a cell: ``##`` starts a slide, ``###`` a sub-slide, the
+    set-up cell and long code are skipped, a check cell is a fragment, the rest follows."""
+    first = cell.source.lstrip().split("\n", 1)[0]
+    if cell.cell_type == "markdown":
+        if first.startswith("# ") or first.startswith("## "):
+            return "slide"
+        if first.startswith("### "):
+            return "subslide"
+        return "-"
+    if "utils.notebook import start" in cell.source:
+        return "skip"
+    if "NBVAL_IGNORE_OUTPUT" in cell.source or cell.source.count("\n") >= LONG_CODE:
+        return "skip"
+    if "check" in first and first.startswith("_ ="):
+        return "fragment"
+    return "-"
+
+
+def with_slides(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Set every cell's ``metadata.slideshow.slide_type`` (see :func:`slide_type`)."""
+    for cell in nb.cells:
+        cell.metadata["slideshow"] = {"slide_type": slide_type(cell)}
+    return nb
+
+
 def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The student notebook made from a solution notebook (a new object)."""
     out = copy.deepcopy(nb)
@@ -74,15 +103,16 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.execution_count = None
         cell.metadata.pop("execution", None)
     out.metadata.pop("widgets", None)
-    return out
+    return with_slides(out)
 
 
 def clean_solution(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop what must not be stored in a solution: widget state and timing metadata."""
+    """Drop what must not be stored in a solution (widget state, timing metadata) and set
+    the slideshow metadata."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
-    return nb
+    return with_slides(nb)
 
 
 def render(nb: nbformat.NotebookNode) -> str:
