@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..attention import cross_attention, scaled_dot_product_attention
+from ..attention import cross_attention, scaled_dot_product_attention, softmax
 from ..masks import padding_mask
 from ._core import Case, CheckResult, run_check
 
@@ -19,18 +19,16 @@ def _randn(*shape, seed: int = 0) -> torch.Tensor:
 
 # ---------------------------------------------------------------- exercise 1: cross-attention
 
-def _cross_variant(*, q_from="dec", kv_from="enc", v_from=None, scale_of=None, axis=-1,
-                   transpose=False):
+def _cross_variant(*, q_from="dec", kv_from="enc", scale_of=None, axis=-1):
     """A (possibly buggy) cross-attention; the defaults give the correct one."""
 
     def fn(x_dec, x_enc, w_q, w_k, w_v):
         src = {"dec": x_dec, "enc": x_enc}
         q = src[q_from] @ w_q
         k = src[kv_from] @ w_k
-        v = src[v_from or kv_from] @ w_v
-        s = (k @ q.transpose(-2, -1)) if transpose else (q @ k.transpose(-2, -1))
+        v = src[kv_from] @ w_v
         scale = 1 / math.sqrt(q.shape[-1]) if scale_of is None else scale_of(q, x_dec)
-        w = torch.softmax(s * scale, dim=axis)
+        w = torch.softmax(q @ k.transpose(-2, -1) * scale, dim=axis)
         return w @ v, w
 
     return fn
@@ -38,15 +36,15 @@ def _cross_variant(*, q_from="dec", kv_from="enc", v_from=None, scale_of=None, a
 
 def check_cross_attention(fn) -> CheckResult:
     """``fn(x_dec, x_enc, w_q, w_k, w_v) -> (output, weights)``: cross-attention."""
-    # Case 1 has N = M and d_dec = d_enc, so a decoder/encoder mix-up gives the right shapes
-    # and can be recognised by its values; d_k = 3 differs from d_model = 6 (wrong scale), and
-    # d_v = 2 differs from M = 4 (returning (weights, output) swapped is a wrong shape).
-    # Case 2 is batched, with N != M and d_dec != d_enc.
+    # d_dec = d_enc in every case, so a decoder/encoder mix-up runs (and is recognised by its
+    # values) instead of failing on a matrix product. Case 1 has N = M: mixed-up sources give
+    # the right shapes there; d_k = 3 differs from d_model = 6 (wrong scale) and d_v = 2 from
+    # M = 4 (returning (weights, output) swapped is a wrong shape). Case 2 is batched, N != M.
     cases = [
         Case((_randn(4, 6), _randn(4, 6, seed=1), _randn(6, 3, seed=2), _randn(6, 3, seed=3),
               _randn(6, 2, seed=4))),
-        Case((_randn(2, 3, 5, seed=5), _randn(2, 6, 4, seed=6), _randn(5, 3, seed=7),
-              _randn(4, 3, seed=8), _randn(4, 2, seed=9))),
+        Case((_randn(2, 3, 5, seed=5), _randn(2, 6, 5, seed=6), _randn(5, 3, seed=7),
+              _randn(5, 3, seed=8), _randn(5, 2, seed=9))),
     ]
     bugs = {
         "kv_from_decoder": (_cross_variant(kv_from="dec"),
@@ -55,8 +53,6 @@ def check_cross_attention(fn) -> CheckResult:
         "swapped_sources": (_cross_variant(q_from="enc", kv_from="dec"),
                             "decoder and encoder are swapped: queries come from x_dec (the "
                             "target), keys and values from x_enc (the source)."),
-        "v_from_decoder": (_cross_variant(v_from="dec"),
-                           "the values come from the decoder: V = x_enc W_v, like the keys."),
         "missing_scale": (_cross_variant(scale_of=lambda q, x: 1.0),
                           "the scores are not scaled: divide Q Kᵀ by √d_k."),
         "sqrt_d_model": (_cross_variant(scale_of=lambda q, x: 1 / math.sqrt(x.shape[-1])),
@@ -64,9 +60,6 @@ def check_cross_attention(fn) -> CheckResult:
         "wrong_axis": (_cross_variant(axis=-2),
                        "softmax over the wrong axis: each target token's weights over the "
                        "source tokens (the last axis) must sum to 1."),
-        "transposed_scores": (_cross_variant(transpose=True),
-                              "scores are K Qᵀ (transposed): row i must hold target token i's "
-                              "scores against every source token, an N × M matrix."),
     }
     return run_check("cross_attention", fn, cross_attention, cases, bugs)
 
@@ -78,19 +71,21 @@ def _padded_reference(q, k, v, lengths):
     return scaled_dot_product_attention(q, k, v, mask=mask)
 
 
-def _padded_variant(*, keep_of=None, where="before", fill=float("-inf"), queries=False,
-                    scaled=True):
+def _padded_variant(*, keep_of=None, where="before", fill=float("-inf"), scaled=True,
+                    nan_safe=False):
     """A (possibly buggy) padded attention; the defaults give the correct one."""
 
     def fn(q, k, v, lengths):
         lengths = torch.as_tensor(lengths)
         pos = torch.arange(k.shape[-2])[None, :]
         keep = pos < lengths[:, None] if keep_of is None else keep_of(pos, lengths[:, None])
-        keep = keep[:, :, None] if queries else keep[:, None, :]
+        keep = keep[:, None, :]  # (B, 1, M): broadcast over the queries
         s = q @ k.transpose(-2, -1)
         if scaled:
             s = s / math.sqrt(q.shape[-1])
-        if where == "before":
+        if where == "before" and nan_safe:  # as utils.attention.softmax: dead rows are 0
+            w = softmax(s, dim=-1, mask=keep)
+        elif where == "before":
             w = torch.softmax(s.masked_fill(~keep, fill), dim=-1)
         elif where == "after":
             w = torch.softmax(s, dim=-1) * keep
@@ -101,11 +96,15 @@ def _padded_variant(*, keep_of=None, where="before", fill=float("-inf"), queries
     return fn
 
 
+_INVERTED = ("mask polarity inverted: your mask is True at the padding, so only padding is "
+             "read. Here True = may attend: the real tokens are the positions < length.")
+
+
 def check_padded_attention(fn) -> CheckResult:
     """``fn(q, k, v, lengths) -> (output, weights)``: attention with a key padding mask."""
-    # Case 1: every source is padded (lengths < M) and N = M, so an inverted mask never masks
-    # a whole row and a mask on the query axis still has the right shape.
-    # Case 2: a full-length source next to a short one, N != M.
+    # Case 1: every source is padded (lengths < M), so an inverted mask never hides a whole row
+    # (which torch.softmax would turn into NaN). Case 2: a full-length source next to a short
+    # one, N != M.
     cases = [
         Case((_randn(3, 5, 4), _randn(3, 5, 4, seed=1), _randn(3, 5, 3, seed=2),
               torch.tensor([3, 4, 2]))),
@@ -116,10 +115,11 @@ def check_padded_attention(fn) -> CheckResult:
         "no_mask": (_padded_variant(where="none"),
                     "the padded keys still get weight: mask them (fill their scores with -inf) "
                     "before the softmax."),
-        "inverted_mask": (_padded_variant(keep_of=lambda pos, n: pos >= n),
-                          "mask polarity inverted: your mask is True at the padding, so only "
-                          "padding is read. Here True = may attend: real tokens are "
-                          "positions < length."),
+        "inverted_mask": (_padded_variant(keep_of=lambda pos, n: pos >= n, nan_safe=True),
+                          _INVERTED),
+        "inverted_mask_nan": (_padded_variant(keep_of=lambda pos, n: pos >= n),
+                              _INVERTED + " (A source with no padding then has every key "
+                              "masked: its rows are NaN.)"),
         "off_by_one": (_padded_variant(keep_of=lambda pos, n: pos <= n),
                        "off by one: `<=` lets the first padded key through; a source of "
                        "length L has real tokens at positions 0..L-1 (`arange(M) < L`)."),
@@ -133,9 +133,6 @@ def check_padded_attention(fn) -> CheckResult:
         "zero_not_inf": (_padded_variant(fill=0.0),
                          "the padded scores are set to 0, not -inf: exp(0) = 1, so padding "
                          "still gets weight. Fill with float('-inf')."),
-        "masked_queries": (_padded_variant(queries=True),
-                           "the mask is on the query axis, (B, M, 1): it must hide keys, shape "
-                           "(B, 1, M), i.e. mask[:, None, :]."),
         "missing_scale": (_padded_variant(scaled=False),
                           "the scores are not scaled: divide Q Kᵀ by √d_k."),
     }
@@ -161,6 +158,10 @@ def check_alignment(fn) -> CheckResult:
                        "argmax over the wrong axis: that is, for each source token, the target "
                        "token that reads it most. Rows are target tokens: take the argmax "
                        "along the last axis (the source tokens)."),
+        "wrong_axis_dim0": (lambda w: w.argmax(dim=0),
+                            "argmax over dim 0: for a batch of weights (B, N, M) that is the "
+                            "batch axis. Take the argmax along the last axis, dim=-1 (the "
+                            "source tokens)."),
         "argmin": (lambda w: w.argmin(dim=-1),
                    "that is the least-read source token: use argmax."),
         "returned_values": (lambda w: w.max(dim=-1).values,
