@@ -1,0 +1,183 @@
+"""Chapter 5's checks: each accepts a correct answer and names each known bug."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from utils.checks import sparse as ex
+from utils.masks import sliding_window_mask
+
+
+def _not_attempted(*args, **kwargs):
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- sliding-window mask
+
+
+def band(rule):
+    def fn(n, window):
+        i = torch.arange(n)
+        return rule(i[:, None] - i[None, :], window)
+
+    return fn
+
+
+def test_window_pairs_formula_counts_the_mask():
+    for n in range(1, 12):
+        for w in range(0, 14):
+            assert ex.window_pairs(n, w) == int(sliding_window_mask(n, w).sum())
+
+
+def test_sliding_window_accepts_a_correct_mask(capsys):
+    result = ex.check_sliding_window_mask(band(lambda d, w: d.abs() <= w))
+    assert result.status == "pass" and result.diagnosis is None
+    assert "✅" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key, buggy", [
+    ("off_by_one_narrow", band(lambda d, w: d.abs() < w)),
+    ("off_by_one_wide", band(lambda d, w: d.abs() <= w + 1)),
+    ("causal_only", band(lambda d, w: (d >= 0) & (d <= w))),
+    ("future_only", band(lambda d, w: (d <= 0) & (d >= -w))),
+    ("no_diagonal", band(lambda d, w: (d.abs() <= w) & (d != 0))),
+    ("not_bool", band(lambda d, w: (d.abs() <= w).float())),
+    ("wrong_shape", band(lambda d, w: (d.abs() <= w)[:-1])),
+    ("raised", band(lambda d, w: d.abs() <= undefined_name)),  # noqa: F821
+])
+def test_sliding_window_diagnoses(key, buggy, capsys):
+    result = ex.check_sliding_window_mask(buggy)
+    assert result.status == "fail"
+    assert result.diagnosis == key
+    out = capsys.readouterr().out
+    assert "❌" in out
+    if key.startswith("off_by_one") or key == "causal_only":
+        assert "n(2w+1) − w(w+1) = 34" in out  # the pair count of the first case, n=8, w=2
+
+
+def test_sliding_window_not_attempted():
+    assert ex.check_sliding_window_mask(_not_attempted).status == "not attempted"
+
+
+# --------------------------------------------------------------------------- BigBird
+
+
+def bigbird(*, window=True, cols=True, rows=True, sampler="distinct", skip_global_rows=True,
+            extra=0):
+    """A BigBird mask builder with switchable mistakes."""
+
+    def fn(n, w, global_tokens, n_random, generator=None):
+        i = torch.arange(n)
+        mask = ((i[:, None] - i[None, :]).abs() <= w) if window else torch.eye(n, dtype=torch.bool)
+        g = torch.tensor(global_tokens)
+        if rows:
+            mask[g, :] = True
+        if cols:
+            mask[:, g] = True
+        for q in range(n):
+            if skip_global_rows and q in global_tokens:
+                continue
+            if sampler == "distinct":
+                unseen = (~mask[q]).nonzero().flatten()
+                pick = unseen[torch.randperm(len(unseen), generator=generator)[:n_random + extra]]
+            elif sampler == "randint":  # duplicates possible
+                unseen = (~mask[q]).nonzero().flatten()
+                pick = unseen[torch.randint(len(unseen), (n_random,), generator=generator)]
+            elif sampler == "anywhere":  # distinct, but may land in the window
+                pick = torch.randperm(n, generator=generator)[:n_random]
+            else:  # "fixed": the same keys whatever the generator
+                unseen = (~mask[q]).nonzero().flatten()
+                pick = unseen[:n_random]
+            mask[q, pick] = True
+        return mask
+
+    return fn
+
+
+def test_bigbird_accepts_the_reference_and_a_correct_mask():
+    assert ex.check_bigbird_mask(ex.reference_bigbird_mask).status == "pass"
+    assert ex.check_bigbird_mask(bigbird()).status == "pass"
+
+
+def test_reference_bigbird_follows_the_rules():
+    n, w, g, r = 64, 2, [0, 1], 3
+    mask = ex.reference_bigbird_mask(n, w, g, r, generator=torch.Generator().manual_seed(0))
+    assert mask[:, g].all() and mask[g, :].all()
+    assert mask[sliding_window_mask(n, w)].all()
+    # every non-global row: window + 2 global columns (minus overlap) + exactly r more
+    seen = sliding_window_mask(n, w)
+    seen[:, g] = True
+    assert ((mask & ~seen)[2:].sum(dim=-1) == r).all()
+
+
+@pytest.mark.parametrize("key, buggy", [
+    ("missing_window", bigbird(window=False)),
+    ("missing_global_columns", bigbird(cols=False)),
+    ("missing_global_rows", bigbird(rows=False)),
+    ("random_not_distinct", bigbird(sampler="randint")),
+    ("random_not_distinct", bigbird(sampler="anywhere")),
+    ("too_many_random", bigbird(extra=1)),
+    ("not_random", bigbird(sampler="fixed")),
+    ("wrong_shape", lambda n, w, g, r, generator=None: torch.zeros(n, n + 1, dtype=torch.bool)),
+    ("not_bool", lambda n, w, g, r, generator=None: torch.ones(n, n)),
+    ("raised", lambda n, w, g, r, generator=None: 1 / 0),
+])
+def test_bigbird_diagnoses(key, buggy, capsys):
+    result = ex.check_bigbird_mask(buggy)
+    assert result.status == "fail"
+    assert result.diagnosis == key
+    assert "❌" in capsys.readouterr().out
+
+
+def test_bigbird_not_attempted():
+    assert ex.check_bigbird_mask(_not_attempted).status == "not attempted"
+
+
+# --------------------------------------------------------------------------- blockwise attention
+
+
+def blockwise(*, neighbours=(-1, 0, 1), band_mask=True, scale=True):
+    """Blockwise sliding-window attention with switchable mistakes."""
+
+    def fn(q, k, v, window, block):
+        n = q.shape[-2]
+        out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+        for start in range(0, n, block):
+            keys = torch.cat([torch.arange(s, s + block) for s in
+                              (start + o * block for o in neighbours) if 0 <= s < n])
+            rows = torch.arange(start, start + block)
+            scores = q[..., rows, :] @ k[..., keys, :].transpose(-2, -1)
+            if scale:
+                scores = scores / math.sqrt(q.shape[-1])
+            if band_mask:
+                allowed = (rows[:, None] - keys[None, :]).abs() <= window
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            out[..., rows, :] = torch.softmax(scores, dim=-1) @ v[..., keys, :]
+        return out
+
+    return fn
+
+
+def test_blockwise_accepts_a_correct_answer():
+    assert ex.check_blockwise_attention(blockwise()).status == "pass"
+
+
+@pytest.mark.parametrize("key, buggy", [
+    ("missing_previous_block", blockwise(neighbours=(0, 1))),
+    ("missing_next_block", blockwise(neighbours=(-1, 0))),
+    ("own_block_only", blockwise(neighbours=(0,))),
+    ("no_mask_inside_blocks", blockwise(band_mask=False)),
+    ("missing_scale", blockwise(scale=False)),
+    ("wrong_shape", lambda q, k, v, w, b: q),
+])
+def test_blockwise_diagnoses(key, buggy):
+    result = ex.check_blockwise_attention(buggy)
+    assert result.status == "fail"
+    assert result.diagnosis == key
+
+
+def test_blockwise_not_attempted():
+    assert ex.check_blockwise_attention(_not_attempted).status == "not attempted"

@@ -1,0 +1,257 @@
+"""Checks for chapter 5's exercises: a sliding-window mask, a BigBird mask, and blockwise
+sliding-window attention."""
+
+from __future__ import annotations
+
+import torch
+
+from ..attention import scaled_dot_product_attention
+from ..masks import sliding_window_mask
+from ._core import FAIL, NOT_ATTEMPTED, PASS, Case, CheckResult, run_check
+
+__all__ = ["check_bigbird_mask", "check_blockwise_attention", "check_sliding_window_mask",
+           "window_pairs"]
+
+
+def _randn(*shape, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def window_pairs(n: int, window: int) -> int:
+    """Pairs (i, j) of ``n`` tokens with ``|i - j| <= window``: ``n(2w+1) - w(w+1)`` for ``w < n``."""
+    w = min(window, n - 1)
+    return n * (2 * w + 1) - w * (w + 1)
+
+
+# --------------------------------------------------------------------------- exercise 1
+
+
+def _band(rule):
+    def fn(n, window):
+        d = torch.arange(n)[:, None] - torch.arange(n)[None, :]
+        return rule(d, window)
+
+    return fn
+
+
+def _count(mask) -> str:
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        return f"{int(mask.bool().sum())}"
+    return "?"
+
+
+def check_sliding_window_mask(fn) -> CheckResult:
+    """``fn(n, window) -> (n, n) bool``: True where ``|i - j| <= window``.
+
+    Compares the mask with the reference and, when it differs, its number of allowed pairs
+    with ``n(2w+1) - w(w+1)``.
+    """
+    name = "sliding-window mask"
+    sizes = [(8, 2), (10, 3), (6, 0), (5, 7), (12, 1)]
+    try:
+        first = fn(*sizes[0])
+    except Exception:  # run_check below reports it (not attempted, or raised)
+        first = None
+    if isinstance(first, torch.Tensor) and first.dtype != torch.bool:
+        result = CheckResult(name, FAIL, f"❌ {name}: the mask must be a bool tensor (True = may "
+                             f"attend), got {first.dtype}; build it from a comparison such as "
+                             "`d.abs() <= window`.", "not_bool")
+        print(result.message)
+        return result
+    bugs = {
+        "off_by_one_narrow": (_band(lambda d, w: d.abs() < w),
+                              "off by one: |i − j| < w leaves out the two keys at distance "
+                              "exactly w; the window is |i − j| ≤ w (2w + 1 keys in the middle)."),
+        "off_by_one_wide": (_band(lambda d, w: d.abs() <= w + 1),
+                            "off by one: your window reaches w + 1 tokens to each side; "
+                            "use |i − j| ≤ w."),
+        "causal_only": (_band(lambda d, w: (d >= 0) & (d <= w)),
+                        "only the past half of the window: 0 ≤ i − j ≤ w is the causal "
+                        "window; the local window looks both ways, |i − j| ≤ w."),
+        "future_only": (_band(lambda d, w: (d <= 0) & (d >= -w)),
+                        "only the future half of the window: use |i − j| ≤ w, both sides."),
+        "no_diagonal": (_band(lambda d, w: (d.abs() <= w) & (d != 0)),
+                        "the diagonal is missing: a token must see itself (|i − j| = 0 ≤ w)."),
+    }
+    result = run_check(name, fn, sliding_window_mask, [Case(s) for s in sizes], bugs,
+                       verbose=False)
+    if result.status == FAIL and result.diagnosis != "raised":
+        # the pair count makes the mistake concrete, on the first case that fails
+        for n, w in sizes:
+            got = fn(n, w)
+            if not (isinstance(got, torch.Tensor) and got.shape == (n, n)
+                    and torch.equal(got.bool(), sliding_window_mask(n, w))):
+                result.message += (f"\n   n = {n}, w = {w}: your mask allows {_count(got)} pairs; "
+                                   f"|i − j| ≤ w allows n(2w+1) − w(w+1) = {window_pairs(n, w)}.")
+                break
+    print(result.message)
+    return result
+
+
+# --------------------------------------------------------------------------- exercise 2
+
+
+def reference_bigbird_mask(n: int, window: int, global_tokens, n_random: int,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """BigBird's rule: window ``|i - j| <= window``, global rows and columns, and for every
+    non-global query ``n_random`` distinct keys among those it does not already see."""
+    mask = sliding_window_mask(n, window)
+    g = torch.as_tensor(list(global_tokens), dtype=torch.long)
+    mask[g, :] = True
+    mask[:, g] = True
+    for i in range(n):
+        if i in set(g.tolist()):
+            continue
+        unseen = (~mask[i]).nonzero().flatten()
+        pick = unseen[torch.randperm(len(unseen), generator=generator)[:n_random]]
+        mask[i, pick] = True
+    return mask
+
+
+_BIGBIRD_CASES = [  # (n, window, global tokens, random keys per query)
+    (16, 1, [0], 2),
+    (64, 2, [0, 1], 3),
+    (40, 3, [0, 39], 4),
+    (12, 1, [0], 8),  # tight: an interior query has exactly 8 keys left to choose from
+]
+
+_BIGBIRD_HINTS = {
+    "missing_window": "the sliding window is incomplete: every query must see the keys with "
+                      "|i − j| ≤ window (including itself).",
+    "missing_global_columns": "the global tokens' columns are not all True: every query must be "
+                              "able to read the global tokens (mask[:, g] = True).",
+    "missing_global_rows": "the global tokens' rows are not all True: a global token reads the "
+                           "whole sequence (mask[g, :] = True).",
+    "random_not_distinct": "some queries got fewer than n_random new keys: the random keys must "
+                           "be distinct and new — sample without replacement (torch.randperm, "
+                           "not torch.randint) among the keys the query does not already see.",
+    "too_many_random": "some queries got more than n_random extra keys: pick exactly n_random "
+                       "per query, only for the non-global queries.",
+    "not_random": "every run gives the same random keys for every query: draw them per query, "
+                  "from `generator`.",
+}
+
+
+def _bigbird_problem(fn, n, window, global_tokens, n_random, seed) -> tuple[str, str] | None:
+    got = fn(n, window, list(global_tokens), n_random,
+             generator=torch.Generator().manual_seed(seed))
+    if not isinstance(got, torch.Tensor):
+        return "wrong_output", f"returned a {type(got).__name__}, expected a bool torch.Tensor"
+    if got.shape != (n, n):
+        return "wrong_shape", f"wrong output shape: expected {(n, n)}, got {tuple(got.shape)}"
+    if got.dtype != torch.bool:
+        return "not_bool", f"the mask must be a bool tensor (True = may attend), got {got.dtype}"
+    g = torch.tensor(global_tokens)
+    band = sliding_window_mask(n, window)
+    if not got[band].all():
+        return "missing_window", _BIGBIRD_HINTS["missing_window"]
+    if not got[:, g].all():
+        return "missing_global_columns", _BIGBIRD_HINTS["missing_global_columns"]
+    if not got[g, :].all():
+        return "missing_global_rows", _BIGBIRD_HINTS["missing_global_rows"]
+    seen = band.clone()
+    seen[:, g] = True
+    rows = torch.ones(n, dtype=torch.bool)
+    rows[g] = False
+    extra = (got & ~seen)[rows].sum(dim=-1)
+    if (extra < n_random).any():
+        return "random_not_distinct", _BIGBIRD_HINTS["random_not_distinct"]
+    if (extra > n_random).any():
+        return "too_many_random", _BIGBIRD_HINTS["too_many_random"]
+    return None
+
+
+def check_bigbird_mask(fn) -> CheckResult:
+    """``fn(n, window, global_tokens, n_random, generator) -> (n, n) bool``: BigBird's pattern.
+
+    The random part differs from run to run, so the check tests the rules themselves: the
+    window, the global rows and columns, exactly ``n_random`` new keys per non-global query,
+    and different keys for different seeds.
+    """
+    name = "BigBird mask"
+    try:
+        for seed, (n, w, g, r) in enumerate(_BIGBIRD_CASES):
+            problem = _bigbird_problem(fn, n, w, g, r, seed)
+            if problem is not None:
+                key, hint = problem
+                extra = "." if key in ("wrong_shape", "wrong_output", "not_bool") else ""
+                result = CheckResult(name, FAIL, f"❌ {name}: {hint}{extra} "
+                                     f"(n = {n}, window = {w}, global = {g}, n_random = {r})", key)
+                break
+        else:
+            n, w, g, r = _BIGBIRD_CASES[1]
+            a = fn(n, w, g, r, generator=torch.Generator().manual_seed(1))
+            b = fn(n, w, g, r, generator=torch.Generator().manual_seed(2))
+            if torch.equal(a, b):
+                result = CheckResult(name, FAIL, f"❌ {name}: {_BIGBIRD_HINTS['not_random']}",
+                                     "not_random")
+            else:
+                result = CheckResult(name, PASS, f"✅ {name}: correct on "
+                                     f"{len(_BIGBIRD_CASES)} test case(s).")
+    except NotImplementedError:
+        result = CheckResult(name, NOT_ATTEMPTED, f"⏳ {name}: not attempted yet — fill in the "
+                             "function above, then rerun this cell.")
+    except Exception as err:  # the student's error, reported rather than raised
+        result = CheckResult(name, FAIL, f"❌ {name}: your function raised "
+                             f"{type(err).__name__}: {err}", "raised")
+    print(result.message)
+    return result
+
+
+# --------------------------------------------------------------------------- exercise 3
+
+
+def _dense_masked(mask_of):
+    """Dense attention with the mask ``mask_of(n, window, block)``: the reference and the bugs."""
+
+    def fn(q, k, v, window, block):
+        n = q.shape[-2]
+        return scaled_dot_product_attention(q, k, v, mask=mask_of(n, window, block))[0]
+
+    return fn
+
+
+def _blocks(n, block):
+    b = torch.arange(n) // block
+    return b[:, None] - b[None, :]  # query block minus key block
+
+
+def _unscaled(q, k, v, window, block):
+    n = q.shape[-2]
+    return scaled_dot_product_attention(q, k, v, mask=sliding_window_mask(n, window),
+                                        scale=1.0)[0]
+
+
+def check_blockwise_attention(fn) -> CheckResult:
+    """``fn(q, k, v, window, block) -> (..., n, d_v)``: sliding-window attention computed block by
+    block (``block >= window``, ``n`` a multiple of ``block``); must equal dense attention with
+    ``sliding_window_mask(n, window)``."""
+    cases = [
+        Case((_randn(12, 4), _randn(12, 4, seed=1), _randn(12, 3, seed=2), 2, 4)),
+        Case((_randn(2, 16, 4, seed=3), _randn(2, 16, 4, seed=4), _randn(2, 16, 5, seed=5), 3, 4)),
+        Case((_randn(15, 2, seed=6), _randn(15, 2, seed=7), _randn(15, 2, seed=8), 5, 5)),
+    ]
+    window = lambda n, w, b: sliding_window_mask(n, w)  # noqa: E731
+    bugs = {
+        "missing_previous_block": (
+            _dense_masked(lambda n, w, b: window(n, w, b) & (_blocks(n, b) <= 0)),
+            "the previous block is missing: a query near the start of its block needs keys "
+            "up to `window` positions back, in block i − 1 (gather blocks i − 1, i and i + 1)."),
+        "missing_next_block": (
+            _dense_masked(lambda n, w, b: window(n, w, b) & (_blocks(n, b) >= 0)),
+            "the next block is missing: a query near the end of its block needs keys up to "
+            "`window` positions ahead, in block i + 1 (gather blocks i − 1, i and i + 1)."),
+        "own_block_only": (
+            _dense_masked(lambda n, w, b: window(n, w, b) & (_blocks(n, b) == 0)),
+            "each block only attends to itself: neighbouring blocks i − 1 and i + 1 are "
+            "missing, so tokens near block edges lose part of their window."),
+        "no_mask_inside_blocks": (
+            _dense_masked(lambda n, w, b: _blocks(n, b).abs() <= 1),
+            "no band mask inside the gathered blocks: the 3 blocks hold keys farther than "
+            "`window`; mask the scores where |i − j| > window (positions, not indices in the "
+            "block) before the softmax."),
+        "missing_scale": (_unscaled, "the scores are not scaled: divide Q Kᵀ by √d_k."),
+    }
+    return run_check("blockwise sliding-window attention", fn,
+                     _dense_masked(window), cases, bugs, atol=1e-8)
+
