@@ -24,6 +24,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -161,8 +162,13 @@ def _check_square(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Boolean matrix product: ``(a @ b)[i, j]`` is True iff some k has a[i, k] and b[k, j]."""
-    return (a.float() @ b.float()) > 0
+    """Boolean matrix product: ``(a @ b)[i, j]`` is True iff some k has a[i, k] and b[k, j].
+
+    Done in numpy float32 (exact for N < 2**24): for the small matrices of the widgets it
+    avoids the thread start-up cost of torch's parallel matmul.
+    """
+    product = a.numpy().astype(np.float32) @ b.numpy().astype(np.float32)
+    return torch.from_numpy(product > 0)
 
 
 def reach(mask: torch.Tensor, layers: int) -> torch.Tensor:
