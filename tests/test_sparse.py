@@ -39,13 +39,28 @@ def test_equals_dense_masked(n, window, causal):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize(("n", "window", "block"), [(50, 3, 3), (50, 3, 7), (97, 10, 16),
-                                                      (97, 10, 97), (97, 10, 200)])
+@pytest.mark.parametrize(
+    ("n", "window", "block"),
+    [(50, 3, 3), (50, 3, 7), (97, 10, 1), (97, 10, 4), (97, 10, 16), (97, 10, 97), (97, 10, 200)],
+)
 def test_any_block_size(n, window, block, causal):
-    """L not a multiple of the block, block == window, block >= L."""
+    """L not a multiple of the block; block smaller than, equal to, larger than the window,
+    and larger than L."""
     q, k, v = _qkv(n=n, seed=1)
     out = sliding_window_attention(q, k, v, window, causal=causal, block_size=block)
     torch.testing.assert_close(out, _dense(q, k, v, window, causal), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("budget", [300, 5000, 40000])
+def test_tiling_gives_the_same(monkeypatch, budget):
+    """Small score budgets: tiles of a few blocks of one sequence, or of whole sequences."""
+    import utils.sparse
+
+    monkeypatch.setattr(utils.sparse, "_CHUNK_ELEMENTS", budget)
+    q, k, v = _qkv(2, 3, n=101, seed=9)
+    for causal in (False, True):
+        out = sliding_window_attention(q, k, v, 7, causal=causal, block_size=5)
+        torch.testing.assert_close(out, _dense(q, k, v, 7, causal), rtol=0, atol=1e-10)
 
 
 def test_window_zero_is_identity_on_values():
@@ -140,8 +155,8 @@ def test_bad_inputs_raise():
         sliding_window_attention(q, k[:9], v[:9], 2)
     with pytest.raises(ValueError, match=r"q and k must have the same last dimension"):
         sliding_window_attention(q, k[..., :4], v, 2)
-    with pytest.raises(ValueError, match="block_size=2 must be >= window=3"):
-        sliding_window_attention(q, k, v, 3, block_size=2)
+    with pytest.raises(ValueError, match="block_size must be > 0, got 0"):
+        sliding_window_attention(q, k, v, 3, block_size=0)
     with pytest.raises(TypeError, match="causal must be a bool"):
         sliding_window_attention(q, k, v, 3, causal="yes")
     bad = q.clone()

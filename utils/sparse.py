@@ -2,15 +2,20 @@
 
 A dense boolean band mask gives the right answer but still computes and stores all
 ``L x L`` scores: masking is not sparsity. :func:`sliding_window_attention` instead cuts
-the sequence into blocks of ``b >= window`` positions. Every key a query in block i may
-see lies in blocks i-1, i and i+1 (only i-1 and i when causal), so each block of queries
-is scored against that small neighbourhood alone: ``(b, 3b)`` scores per block instead of
-``(b, L)``. Time and memory are O(L * b * d) and O(L * b): linear in L.
+the sequence into blocks of ``b`` queries. Every key a query of block i may see lies in
+the ``m = ceil(window / b)`` blocks on either side of block i (only before it when
+causal), so each block of queries is scored against that neighbourhood alone:
+``(b, (2m+1)b)`` scores per block instead of ``(b, L)``. With ``b`` about the window,
+time and memory are O(L * window * d) and O(L * window): linear in L.
 
-Inside the neighbourhood, query row r and key column c are the positions
-``i = ib + r`` and ``j = (i-1)b + c``, so ``i - j = b + r - c`` is the same for every
-block: one small band mask of shape ``(b, 3b)`` serves them all (plus a mask of the
-padding keys beyond either end of the sequence).
+Inside a neighbourhood, query row r and key column c are the positions ``i = ib + r``
+and ``j = (i-m)b + c``, so ``i - j = mb + r - c`` is the same for every block: one small
+band mask of shape ``(b, (2m+1)b)`` serves them all, plus a mask of the padding keys
+past either end of the sequence in the first and last few blocks.
+
+The neighbourhoods overlap, and they are read straight from the (padded) keys and values
+through a strided view, so nothing is copied per block; the scores are computed a tile of
+blocks at a time so that temporary memory stays bounded whatever the length.
 """
 
 from __future__ import annotations
@@ -18,21 +23,38 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import _validate
 
 __all__ = ["sliding_window_attention"]
 
-# Blocks smaller than this waste time in per-block overhead; larger ones waste work.
-_MIN_BLOCK = 32
+# Default block size: half the window, within these bounds. Smaller blocks compute fewer
+# scores outside the band ((2m+1)b per query against 2*window+1 needed, m = ceil(window/b))
+# but make smaller, less efficient matrix products; b = window/2 measured best at window 64.
+_MIN_BLOCK = 16
+_MAX_BLOCK = 64
 # Process at most about this many score entries at a time, bounding temporary memory.
-_CHUNK_ELEMENTS = 1 << 21
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _check_tensor(name: str, x) -> None:
+    """``_validate.tensor(name, x, min_dim=2)``, with a cheaper NaN test for the usual case:
+    NaN anywhere makes the sum NaN, so a non-NaN sum proves there is none (one fast
+    reduction instead of an element-wise test and an ``any``)."""
+    if (
+        isinstance(x, torch.Tensor)
+        and x.is_floating_point()
+        and x.dim() >= 2
+        and x.numel() > 0
+        and not torch.isnan(x.sum())
+    ):
+        return
+    _validate.tensor(name, x, min_dim=2)  # raises the standard message (or finds no NaN)
 
 
 def _check(q, k, v, window, causal) -> None:
     for name, x in (("q", q), ("k", k), ("v", v)):
-        _validate.tensor(name, x, min_dim=2)
+        _check_tensor(name, x)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d_k, got q {tuple(q.shape)} "
@@ -74,64 +96,89 @@ def sliding_window_attention(
             (self-attention: one length L; leading dimensions broadcast).
         window: how far each query sees, ``>= 0``; 0 means each token sees only itself.
         causal: if True, only the past ``window`` tokens and the token itself.
-        block_size: optional block size ``b`` (at least ``window``); by default
-            ``max(window, 32)``.
+        block_size: optional number of queries per block ``b`` (any size ``>= 1``; a query
+            block is scored against the ``ceil(window / b)`` key blocks on either side of
+            it). By default ``window / 2`` rounded up, kept within 16..64 and at most L.
 
     Returns:
         ``(..., L, d_v)``.
     """
     _check(q, k, v, window, causal)
-    n = q.shape[-2]
+    n, d_k, d_v = q.shape[-2], q.shape[-1], v.shape[-1]
     window = min(window, n - 1)  # a wider window sees no more keys
     if block_size is None:
-        b = max(window, _MIN_BLOCK)
+        b = min(max(-(-window // 2), _MIN_BLOCK), _MAX_BLOCK)
     else:
-        _validate.positive("block_size", block_size, integer=True)
-        if block_size < window:
-            raise ValueError(f"block_size={block_size} must be >= window={window}")
-        b = block_size
+        b = _validate.positive("block_size", block_size, integer=True)
     b = min(b, n)
     n_blocks = -(-n // b)
-    # Neighbourhood of query block i: blocks i - before .. i + after (none if one block).
-    before = 1 if n_blocks > 1 else 0
-    after = 1 if n_blocks > 1 and not causal else 0
+    # Key blocks each query block needs on either side of its own.
+    before = min(-(-window // b), n_blocks - 1)
+    after = 0 if causal else before
     width = (before + 1 + after) * b  # keys per neighbourhood
+    # Each sequence is laid out as `before` zero blocks, its n_blocks blocks (zero-padded to
+    # a multiple of b), `after` zero blocks: p blocks in all. Query block i of sequence t
+    # then sees the keys of flat blocks t*p + i ... t*p + i + before + after, so one strided
+    # view of the flat keys gives every neighbourhood with a single, uniform batch stride.
+    p = before + n_blocks + after
 
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    n_seq = math.prod(batch)
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-    q, k, v = (x.to(dtype).expand(*batch, *x.shape[-2:]) for x in (q, k, v))
+    opts = {"dtype": dtype, "device": q.device}
 
-    pad = n_blocks * b - n
-    # Queries pre-scaled (L*d multiplications instead of L*width): (..., nb, b, d).
-    qb = (F.pad(q, (0, 0, 0, pad)) * (1.0 / math.sqrt(q.shape[-1]))).unflatten(-2, (n_blocks, b))
-    # Keys/values padded by `before` blocks in front and `after` blocks (+ pad) behind, then
-    # viewed (no copy) as overlapping neighbourhoods of `width` rows with step b.
-    kp = F.pad(k, (0, 0, before * b, pad + after * b))
-    vp = F.pad(v, (0, 0, before * b, pad + after * b))
-    kt = kp.unfold(-2, width, b)  # (..., nb, d_k, width): already K^T per block
-    vb = vp.unfold(-2, width, b).transpose(-2, -1)  # (..., nb, width, d_v)
+    # Padding positions are zeroed; everything else is overwritten by the copies below.
+    qp = torch.empty(n_seq, p * b, d_k, **opts)
+    qp[:, n:].zero_()
+    # Queries pre-scaled by 1/sqrt(d_k) as they are copied in.
+    torch.mul(q.expand(*batch, n, d_k), 1.0 / math.sqrt(d_k),
+              out=qp.view(*batch, p * b, d_k)[..., :n, :])
+    tail = (before + after) * b  # lets the last sequence's junk windows stay in bounds
+    lo = before * b
+    kp = torch.empty(n_seq * p * b + tail, d_k, **opts)
+    vp = torch.empty(n_seq * p * b + tail, d_v, **opts)
+    for xp in (kp, vp):
+        xp[n_seq * p * b :].zero_()
+        seqs = xp[: n_seq * p * b].view(n_seq, p * b, -1)
+        seqs[:, :lo].zero_()
+        seqs[:, lo + n :].zero_()
+    kp[: n_seq * p * b].view(*batch, p * b, d_k)[..., lo : lo + n, :] = k
+    vp[: n_seq * p * b].view(*batch, p * b, d_v)[..., lo : lo + n, :] = v
+    n_win = n_seq * p  # one per flat block; each sequence's last before+after are junk
+    qw = qp.view(n_win, b, d_k)
+    kt = kp.as_strided((n_win, d_k, width), (b * d_k, 1, d_k))  # K^T per neighbourhood
+    vw = vp.as_strided((n_win, width, d_v), (b * d_v, d_v, 1))
 
-    # Which (query row r, key column c) pairs of a neighbourhood are inside the band.
-    offset = before * b + torch.arange(b)[:, None] - torch.arange(width)[None, :]  # i - j
+    # Additive band mask, the same for every block: query row r, key column c are
+    # positions i - j = before*b + r - c apart. Blocked entries get the most negative
+    # finite number (exp gives exactly 0), so even a junk row stays finite.
+    neg = torch.finfo(dtype).min
+    offset = before * b + torch.arange(b)[:, None] - torch.arange(width)[None, :]
     band = (offset >= 0) & (offset <= window) if causal else offset.abs() <= window
-    # Key positions of each neighbourhood; those outside 0..n-1 are padding.
+    bias = torch.zeros(b, width, **opts).masked_fill_(~band.to(q.device), neg)
+    # Neighbourhoods of real query blocks that reach past either end of the sequence.
     key_pos = (torch.arange(n_blocks)[:, None] - before) * b + torch.arange(width)[None, :]
-    blocked = ~(band & ((key_pos >= 0) & (key_pos < n))[:, None, :])  # (nb, b, width)
-    blocked = blocked.to(q.device)
+    outside = ((key_pos < 0) | (key_pos >= n)).to(q.device)  # (n_blocks, width)
+    edges = outside.any(dim=1).nonzero().flatten().tolist()
 
-    out = torch.empty(*batch, n_blocks, b, v.shape[-1], dtype=dtype, device=q.device)
-    # Chunk over blocks so the scores never exceed ~_CHUNK_ELEMENTS entries at once.
-    per_block = max(1, math.prod(batch) * b * width)
-    step = max(1, _CHUNK_ELEMENTS // per_block)
-    for s in range(0, n_blocks, step):
-        e = min(s + step, n_blocks)
-        scores = qb[..., s:e, :, :] @ kt[..., s:e, :, :]  # (..., c, b, width)
-        scores.masked_fill_(blocked[s:e], float("-inf"))
-        # Stable softmax. Every real query sees at least itself, so its row max is finite
-        # and its sum of exponentials is >= 1; only padding query rows (sliced off below)
-        # can be fully blocked: clamping keeps them finite (0) instead of NaN.
-        top = scores.amax(dim=-1, keepdim=True).clamp_min_(torch.finfo(dtype).min)
-        scores.sub_(top).exp_()
-        total = scores.sum(dim=-1, keepdim=True).clamp_min_(1.0)
-        out[..., s:e, :, :] = (scores @ vb[..., s:e, :, :]).div_(total)
-    return out.flatten(-3, -2)[..., :n, :]
+    out = torch.empty(n_seq, p * b, d_v, **opts)
+    # Tiles of whole sequences, or of blocks of one sequence when a sequence alone is over
+    # the budget: either way a contiguous range of flat neighbourhoods.
+    per_seq = p * b * width
+    if per_seq <= _CHUNK_ELEMENTS:
+        step = _CHUNK_ELEMENTS // per_seq
+        tiles = [(t, min(t + step, n_seq), 0, p) for t in range(0, n_seq, step)]
+    else:
+        step = max(1, _CHUNK_ELEMENTS // (b * width))
+        tiles = [(t, t + 1, i, min(i + step, n_blocks)) for t in range(n_seq)
+                 for i in range(0, n_blocks, step)]
+    for t0, t1, i0, i1 in tiles:
+        s, e = t0 * p + i0, (t1 - 1) * p + i1
+        scores = torch.baddbmm(bias, qw[s:e], kt[s:e])  # (tile, b, width)
+        tile = scores.view(t1 - t0, i1 - i0, b, width)
+        for i in edges:
+            if i0 <= i < i1:
+                tile[:, i - i0].masked_fill_(outside[i], neg)
+        weights = torch.softmax(scores, dim=-1)
+        torch.bmm(weights, vw[s:e], out=out.view(n_win, b, d_v)[s:e])
+    return out.view(*batch, p * b, d_v)[..., :n, :]  # a view: no copy
