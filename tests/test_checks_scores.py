@@ -1,0 +1,210 @@
+"""Chapter 6's checks: the reference passes, a stub is "not attempted", every typical bug is named."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from utils.checks import scores as checks
+
+# --------------------------------------------------------------------------- additive
+
+
+def additive_ok(q, k, w_q, w_k, v):
+    return torch.tanh((q @ w_q).unsqueeze(-2) + (k @ w_k).unsqueeze(-3)) @ v
+
+
+def additive_loop(q, k, w_q, w_k, v):
+    """A correct but different implementation: explicit loops over the pairs (2-D and 3-D)."""
+    if q.dim() == 3:
+        return torch.stack([additive_loop(a, b, w_q, w_k, v) for a, b in zip(q, k, strict=True)])
+    out = torch.empty(q.shape[0], k.shape[0], dtype=q.dtype)
+    for i in range(q.shape[0]):
+        for j in range(k.shape[0]):
+            out[i, j] = v @ torch.tanh(q[i] @ w_q + k[j] @ w_k)
+    return out
+
+
+ADDITIVE_BUGS = {
+    "no_tanh": lambda q, k, w_q, w_k, v: ((q @ w_q).unsqueeze(-2) + (k @ w_k).unsqueeze(-3)) @ v,
+    "wrong_broadcast": lambda q, k, w_q, w_k, v: torch.tanh(q @ w_q + k @ w_k) @ v,
+    "transposed": lambda q, k, w_q, w_k, v: torch.tanh((q @ w_q).unsqueeze(-3)
+                                                       + (k @ w_k).unsqueeze(-2)) @ v,
+    "no_v": lambda q, k, w_q, w_k, v: torch.tanh((q @ w_q).unsqueeze(-2)
+                                                 + (k @ w_k).unsqueeze(-3)).sum(-1),
+    "one_projection": lambda q, k, w_q, w_k, v: torch.tanh((q @ w_q).unsqueeze(-2)
+                                                           + (k @ w_q).unsqueeze(-3)) @ v,
+}
+
+
+@pytest.mark.parametrize("fn", [additive_ok, additive_loop])
+def test_additive_accepts_correct_implementations(fn):
+    result = checks.check_additive_scores(fn)
+    assert result.status == "pass" and result.diagnosis is None
+
+
+def test_additive_stub_is_not_attempted():
+    def stub(q, k, w_q, w_k, v):
+        raise NotImplementedError
+
+    assert checks.check_additive_scores(stub).status == "not attempted"
+
+
+@pytest.mark.parametrize("key", ADDITIVE_BUGS)
+def test_additive_names_the_bug(key):
+    result = checks.check_additive_scores(ADDITIVE_BUGS[key])
+    assert result.status == "fail"
+    assert result.diagnosis == key, result.message
+
+
+def test_additive_unknown_wrong_shape_names_both_shapes():
+    result = checks.check_additive_scores(lambda q, k, w_q, w_k, v: torch.zeros(2, 2))
+    assert result.diagnosis == "wrong_shape"
+    assert "(4, 4)" in result.message and "(2, 2)" in result.message
+
+
+def test_additive_reports_an_exception():
+    result = checks.check_additive_scores(lambda q, k, w_q, w_k, v: q @ k)
+    assert result.diagnosis == "raised"
+
+
+# --------------------------------------------------------------------------- general
+
+GENERAL_BUGS = {
+    "w_transposed": lambda q, k, w: q @ w.T @ k.transpose(-2, -1),
+    "transposed": lambda q, k, w: k @ w.T @ q.transpose(-2, -1),
+    "no_w": lambda q, k, w: q @ k.transpose(-2, -1),
+    "scaled": lambda q, k, w: q @ w @ k.transpose(-2, -1) / math.sqrt(k.shape[-1]),
+}
+
+
+@pytest.mark.parametrize("fn", [
+    lambda q, k, w: q @ w @ k.transpose(-2, -1),
+    lambda q, k, w: torch.einsum("...id,de,...je->...ij", q, w, k),
+])
+def test_general_accepts_correct_implementations(fn):
+    assert checks.check_general_scores(fn).status == "pass"
+
+
+def test_general_stub_is_not_attempted():
+    def stub(q, k, w):
+        raise NotImplementedError
+
+    assert checks.check_general_scores(stub).status == "not attempted"
+
+
+@pytest.mark.parametrize("key", GENERAL_BUGS)
+def test_general_names_the_bug(key):
+    result = checks.check_general_scores(GENERAL_BUGS[key])
+    assert result.status == "fail"
+    assert result.diagnosis == key, result.message
+
+
+@pytest.mark.filterwarnings("ignore:The use of `x.T`:UserWarning")
+def test_general_batched_k_dot_T_fails():
+    # k.T reverses every dimension of a batched k: it must not pass
+    result = checks.check_general_scores(lambda q, k, w: q @ w @ k.T)
+    assert result.status == "fail"
+
+
+# --------------------------------------------------------------------------- variance
+
+
+def _pairs(d_k, n, generator):
+    q = torch.randn(n, d_k, generator=generator, dtype=torch.float64)
+    k = torch.randn(n, d_k, generator=generator, dtype=torch.float64)
+    return q, k
+
+
+def variance_ok(d_k, n_samples=10_000, generator=None):
+    q, k = _pairs(d_k, n_samples, generator)
+    return (q * k).sum(-1).var().item()
+
+
+def variance_as_tensor(d_k, n_samples=10_000, generator=None):
+    q = torch.randn(n_samples, d_k, generator=generator)  # float32, tensor result
+    k = torch.randn(n_samples, d_k, generator=generator)
+    return torch.var(torch.einsum("nd,nd->n", q, k))
+
+
+def variance_scaled(d_k, n_samples=10_000, generator=None):
+    q, k = _pairs(d_k, n_samples, generator)
+    return ((q * k).sum(-1) / math.sqrt(d_k)).var().item()
+
+
+def variance_std(d_k, n_samples=10_000, generator=None):
+    q, k = _pairs(d_k, n_samples, generator)
+    return (q * k).sum(-1).std().item()
+
+
+def variance_mean(d_k, n_samples=10_000, generator=None):
+    q, k = _pairs(d_k, n_samples, generator)
+    return (q * k).mean(-1).var().item()
+
+
+def variance_same_vector(d_k, n_samples=10_000, generator=None):
+    q, _ = _pairs(d_k, n_samples, generator)
+    return (q * q).sum(-1).var().item()
+
+
+def variance_uniform(d_k, n_samples=10_000, generator=None):
+    q = torch.rand(n_samples, d_k, generator=generator, dtype=torch.float64)
+    k = torch.rand(n_samples, d_k, generator=generator, dtype=torch.float64)
+    return (q * k).sum(-1).var().item()
+
+
+@pytest.mark.parametrize("fn", [variance_ok, variance_as_tensor])
+def test_variance_accepts_correct_implementations(fn):
+    result = checks.check_score_variance(fn)
+    assert result.status == "pass", result.message
+
+
+def test_variance_passes_for_other_seeds():
+    # the tolerance must not make a correct experiment fail by bad luck
+    for seed in range(5):
+        g = torch.Generator().manual_seed(1000 + seed)
+
+        def fn(d_k, n_samples, generator, g=g):
+            return variance_ok(d_k, n_samples, g)
+
+        assert checks.check_score_variance(fn, verbose=False).status == "pass"
+
+
+def test_variance_stub_is_not_attempted():
+    def stub(d_k, n_samples=10_000, generator=None):
+        raise NotImplementedError
+
+    assert checks.check_score_variance(stub).status == "not attempted"
+
+
+@pytest.mark.parametrize(("fn", "key"), [
+    (variance_scaled, "scaled"),
+    (variance_std, "std"),
+    (variance_mean, "mean_not_sum"),
+    (variance_same_vector, "same_vector"),
+    (variance_uniform, "uniform"),
+])
+def test_variance_names_the_bug(fn, key):
+    result = checks.check_score_variance(fn)
+    assert result.status == "fail"
+    assert result.diagnosis == key, result.message
+
+
+def test_variance_rejects_a_wrong_value_without_a_known_bug():
+    result = checks.check_score_variance(lambda d_k, n, g: 1.4 * variance_ok(d_k, n, g))
+    assert result.status == "fail" and result.diagnosis == "values"
+
+
+def test_variance_reports_nan_and_exceptions_and_tensors():
+    assert checks.check_score_variance(lambda d, n, g: float("nan")).diagnosis == "nan"
+    assert checks.check_score_variance(lambda d, n, g: 1 / 0).diagnosis == "raised"
+    vector = checks.check_score_variance(lambda d, n, g: torch.ones(3))
+    assert vector.diagnosis == "raised" and "one number" in vector.message
+
+
+def test_check_prints_one_line(capsys):
+    checks.check_score_variance(variance_ok)
+    out = capsys.readouterr().out
+    assert out.startswith("✅") and out.count("\n") == 1
