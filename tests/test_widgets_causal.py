@@ -104,6 +104,12 @@ def test_leakage_view_counts_leaks_per_mode():
     assert leaks["causal"] == 0
     assert leaks["none"] == HE
     assert 0 < leaks["after"] < HE
+    for mode in MODES:  # the view's shortcut computes the same as future_change
+        state = view.update(mode=mode, position=N - 1, replacement="He")
+        expected = future_change(X, EX.w_q, EX.w_k, EX.w_v, N - 1, VOCAB["He"], mode)
+        torch.testing.assert_close(state["change"], expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="position"):
+        view.update(mode="causal", position=N, replacement="He")
 
 
 def test_leakage_explorer_every_control_and_extremes():

@@ -181,6 +181,7 @@ class LeakageView(View):
         # min(0, lowest value) and max(0, highest value) over every token that can appear
         values = torch.cat([x, torch.stack(list(self.vocabulary.values()))]) @ w_v
         top = float((values.amax(0).clamp_min(0) - values.amin(0).clamp_max(0)).max())
+        self._original = {m: masked_weights(x @ w_q, x @ w_k, m) @ (x @ w_v) for m in MODES}
         self.fig = Figure(figsize=(9.5, 4.0), dpi=72, layout="constrained")
         left, right = self.fig.subfigures(1, 2, width_ratios=[1, 1.15])
         show_heatmaps(masked_weights(x @ w_q, x @ w_k, "none"), self.tokens, self.tokens,
@@ -205,11 +206,14 @@ class LeakageView(View):
 
     def update(self, mode: str, position: int, replacement: str) -> dict:
         n = len(self.tokens)
-        new = self.vocabulary[replacement]
-        change = future_change(self.x, *self.w, position, new, mode)
+        if not 0 <= position < n:
+            raise ValueError(f"position must lie in 0..{n - 1}, got {position}")
+        w_q, w_k, w_v = self.w
         changed = self.x.clone()
-        changed[position] = new
-        weights = masked_weights(changed @ self.w[0], changed @ self.w[1], mode)
+        changed[position] = self.vocabulary[replacement]
+        weights = masked_weights(changed @ w_q, changed @ w_k, mode)
+        # = future_change(...), reusing the original sentence's outputs and these weights
+        change = (weights @ (changed @ w_v) - self._original[mode]).abs().amax(dim=-1)
         visible = to_numpy(causal_mask(n)) if mode == "causal" else np.ones((n, n), bool)
         self.heat.set_data(np.ma.masked_array(to_numpy(weights), mask=~visible))
         self.column.set_x(position - 0.5)
