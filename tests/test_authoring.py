@@ -115,3 +115,19 @@ def test_the_repository_chapters_are_up_to_date():
     run = subprocess.run([sys.executable, "-m", "utils.authoring", "check"], capture_output=True,
                          text=True, cwd=authoring.ROOT)
     assert run.returncode == 0, run.stderr
+
+
+def test_clean_solution_makes_outputs_stable():
+    widget = new_output("execute_result", execution_count=1, data={
+        "text/plain": "SomeView explorer: run the notebook to interact",
+        authoring.WIDGET_VIEW: {"model_id": "3f2a", "version_major": 2, "version_minor": 0}})
+    cell = new_code_cell("x", outputs=[new_output("stream", name="stdout", text="a\n"),
+                                       new_output("stream", name="stdout", text="b\n"), widget])
+    nb = new_notebook(cells=[cell])
+    nb.metadata["widgets"] = {"state": {}}
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01"}
+    out = authoring.clean_solution(nb).cells[0]
+    assert [o.output_type for o in out.outputs] == ["stream", "execute_result"]
+    assert out.outputs[0].text == "a\nb\n"
+    assert set(out.outputs[1].data) == {"text/plain"}
+    assert "widgets" not in nb.metadata and "execution" not in out.metadata

@@ -106,12 +106,33 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return with_slides(out)
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _stable_outputs(outputs: list) -> list:
+    """Outputs that are the same bytes on every run: consecutive stream chunks merged
+    (ipykernel splits them by timing) and widget views (random model ids, meaningless
+    without a kernel) reduced to their text fallback."""
+    stable: list = []
+    for out in outputs:
+        if (out.output_type == "stream" and stable and stable[-1].output_type == "stream"
+                and stable[-1].name == out.name):
+            stable[-1].text += out.text
+            continue
+        if "data" in out and WIDGET_VIEW in out.data:
+            out.data.pop(WIDGET_VIEW)
+        stable.append(out)
+    return stable
+
+
 def clean_solution(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop what must not be stored in a solution (widget state, timing metadata) and set
-    the slideshow metadata."""
+    """Make an executed solution fit to commit: no widget state, no timing metadata,
+    stable outputs, slideshow metadata set."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = _stable_outputs(cell.outputs)
     return with_slides(nb)
 
 
