@@ -126,12 +126,12 @@ def test_unmasked_rows_differ_from_the_sentence_alone(padder):
 
 
 def test_choosing_another_sentence_relabels_and_moves_the_outline(padder, batch):
-    padder.controls["query"].value = (1, 2)  # sentence 2, "noir"
+    padder.controls["query"].value = (1, 2)  # sentence 1 (0-based), "noir"
     labels = [t.get_text() for t in padder.view.ax.get_xticklabels()]
     assert labels == batch.padded_source(1)
     assert [r.get_visible() for r in padder.view.outlines] == [False, True, False]
     assert padder.view.outlines[1].get_y() == pytest.approx(1.5)
-    assert padder.view.title.get_text().startswith("sentence 2, “noir”")
+    assert padder.view.title.get_text().startswith("sentence 1, “noir”")
     png = padder.image.value
     padder.controls["masked"].value = True  # a blit after the full redraw still changes it
     assert padder.image.value != png

@@ -178,7 +178,7 @@ class PaddingView(View):
             n_i = len(self.targets[i])
             show_heatmaps(w[i, :n_i], self.sources[i], self.targets[i], vmax=1.0, fig=panel,
                           mask=self._key_mask(i, n_i, masked), colorbar=False,
-                          titles=[f"sentence {i + 1} (length {len(source_tokens[i])})"],
+                          titles=[f"sentence {i} (length {len(source_tokens[i])})"],
                           xlabel="padded source", ylabel="target" if i == 0 else "")
             ax = panel.axes[0]
             self.heats.append(ax.images[0])
@@ -238,7 +238,7 @@ class PaddingView(View):
             label.set_text(f"{h:.2f}")
         pad = row[n_src:].sum()
         state = "key padding mask ON" if masked else "no mask"
-        self.title.set_text(f"sentence {b + 1}, “{self.targets[b][i]}”, T = {temperature:.2f} "
+        self.title.set_text(f"sentence {b}, “{self.targets[b][i]}”, T = {temperature:.2f} "
                             f"({state}): "
                             f"padding gets {pad.item():.3f}, max |w − alone| = "
                             f"{(row - alone).abs().max().item():.3f}")
@@ -252,7 +252,7 @@ def padding_explorer(target_tokens: Sequence[Sequence[str]],
     """A (sentence, target token) picker, a key-padding-mask toggle and a temperature slider
     (0.05 to 20, log scale)."""
     view = PaddingView(target_tokens, source_tokens, q, k, query, masked, temperature)
-    options = [(f"sentence {b + 1}: {tok}", (b, i))
+    options = [(f"sentence {b}: {tok}", (b, i))
                for b, toks in enumerate(view.targets) for i, tok in enumerate(toks)]
     controls = {
         "query": widgets.Dropdown(options=options, value=tuple(query),
