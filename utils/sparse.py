@@ -13,9 +13,10 @@ and ``j = (i-m)b + c``, so ``i - j = mb + r - c`` is the same for every block: o
 band mask of shape ``(b, (2m+1)b)`` serves them all, plus a mask of the padding keys
 past either end of the sequence in the first and last few blocks.
 
-The neighbourhoods overlap, and they are read straight from the (padded) keys and values
-through a strided view, so nothing is copied per block; the scores are computed a tile of
-blocks at a time so that temporary memory stays bounded whatever the length.
+The work goes a tile of blocks at a time, so temporary memory stays bounded whatever the
+length: a tile's queries, keys and values are copied once into zero-padded buffers, and the
+overlapping neighbourhoods are read from them through a strided view (no copy per block),
+which batched matrix products (``bmm``) take as they are.
 """
 
 from __future__ import annotations
@@ -116,69 +117,83 @@ def sliding_window_attention(
     before = min(-(-window // b), n_blocks - 1)
     after = 0 if causal else before
     width = (before + 1 + after) * b  # keys per neighbourhood
-    # Each sequence is laid out as `before` zero blocks, its n_blocks blocks (zero-padded to
-    # a multiple of b), `after` zero blocks: p blocks in all. Query block i of sequence t
-    # then sees the keys of flat blocks t*p + i ... t*p + i + before + after, so one strided
-    # view of the flat keys gives every neighbourhood with a single, uniform batch stride.
-    p = before + n_blocks + after
 
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_seq = math.prod(batch)
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     opts = {"dtype": dtype, "device": q.device}
+    # (n_seq, L, d) views (a copy only if an input is broadcast over the batch dimensions).
+    qf, kf, vf = (x.expand(*batch, *x.shape[-2:]).reshape(n_seq, n, -1) for x in (q, k, v))
 
-    # Padding positions are zeroed; everything else is overwritten by the copies below.
-    qp = torch.empty(n_seq, p * b, d_k, **opts)
-    qp[:, n:].zero_()
-    # Queries pre-scaled by 1/sqrt(d_k) as they are copied in.
-    torch.mul(q.expand(*batch, n, d_k), 1.0 / math.sqrt(d_k),
-              out=qp.view(*batch, p * b, d_k)[..., :n, :])
-    tail = (before + after) * b  # lets the last sequence's junk windows stay in bounds
-    lo = before * b
-    kp = torch.empty(n_seq * p * b + tail, d_k, **opts)
-    vp = torch.empty(n_seq * p * b + tail, d_v, **opts)
-    for xp in (kp, vp):
-        xp[n_seq * p * b :].zero_()
-        seqs = xp[: n_seq * p * b].view(n_seq, p * b, -1)
-        seqs[:, :lo].zero_()
-        seqs[:, lo + n :].zero_()
-    kp[: n_seq * p * b].view(*batch, p * b, d_k)[..., lo : lo + n, :] = k
-    vp[: n_seq * p * b].view(*batch, p * b, d_v)[..., lo : lo + n, :] = v
-    n_win = n_seq * p  # one per flat block; each sequence's last before+after are junk
-    qw = qp.view(n_win, b, d_k)
-    kt = kp.as_strided((n_win, d_k, width), (b * d_k, 1, d_k))  # K^T per neighbourhood
-    vw = vp.as_strided((n_win, width, d_v), (b * d_v, d_v, 1))
-
-    # Additive band mask, the same for every block: query row r, key column c are
-    # positions i - j = before*b + r - c apart. Blocked entries get the most negative
-    # finite number (exp gives exactly 0), so even a junk row stays finite.
+    # Additive band mask, the same for every block: query row r and key column c of a
+    # neighbourhood are i - j = before*b + r - c apart. Blocked entries get the most negative
+    # finite number (exp gives exactly 0), so even a padding query row stays finite.
     neg = torch.finfo(dtype).min
     offset = before * b + torch.arange(b)[:, None] - torch.arange(width)[None, :]
     band = (offset >= 0) & (offset <= window) if causal else offset.abs() <= window
     bias = torch.zeros(b, width, **opts).masked_fill_(~band.to(q.device), neg)
-    # Neighbourhoods of real query blocks that reach past either end of the sequence.
+    # Neighbourhoods of query blocks that reach past either end of the sequence.
     key_pos = (torch.arange(n_blocks)[:, None] - before) * b + torch.arange(width)[None, :]
     outside = ((key_pos < 0) | (key_pos >= n)).to(q.device)  # (n_blocks, width)
     edges = outside.any(dim=1).nonzero().flatten().tolist()
 
-    out = torch.empty(n_seq, p * b, d_v, **opts)
-    # Tiles of whole sequences, or of blocks of one sequence when a sequence alone is over
-    # the budget: either way a contiguous range of flat neighbourhoods.
-    per_seq = p * b * width
+    out = torch.empty(n_seq, n, d_v, **opts)
+    # Work a tile at a time: several whole sequences, or some blocks of one sequence when a
+    # sequence alone is over the budget. Temporary memory is about the tile's scores.
+    per_seq = (before + n_blocks + after) * b * width
     if per_seq <= _CHUNK_ELEMENTS:
         step = _CHUNK_ELEMENTS // per_seq
-        tiles = [(t, min(t + step, n_seq), 0, p) for t in range(0, n_seq, step)]
+        tiles = [(t, min(t + step, n_seq), 0, n_blocks) for t in range(0, n_seq, step)]
     else:
         step = max(1, _CHUNK_ELEMENTS // (b * width))
-        tiles = [(t, t + 1, i, min(i + step, n_blocks)) for t in range(n_seq)
-                 for i in range(0, n_blocks, step)]
+        tiles = [(t, t + 1, i, min(i + step, n_blocks))
+                 for t in range(n_seq) for i in range(0, n_blocks, step)]
+    scale = 1.0 / math.sqrt(d_k)
     for t0, t1, i0, i1 in tiles:
-        s, e = t0 * p + i0, (t1 - 1) * p + i1
-        scores = torch.baddbmm(bias, qw[s:e], kt[s:e])  # (tile, b, width)
-        tile = scores.view(t1 - t0, i1 - i0, b, width)
-        for i in edges:
-            if i0 <= i < i1:
-                tile[:, i - i0].masked_fill_(outside[i], neg)
-        weights = torch.softmax(scores, dim=-1)
-        torch.bmm(weights, vw[s:e], out=out.view(n_win, b, d_v)[s:e])
-    return out.view(*batch, p * b, d_v)[..., :n, :]  # a view: no copy
+        y = _tile(qf[t0:t1], kf[t0:t1], vf[t0:t1], i0, i1, b, before, after, scale,
+                  bias, outside, edges, neg)
+        out[t0:t1, i0 * b : i1 * b] = y[:, : min(i1 * b, n) - i0 * b]
+    return out.view(*batch, n, d_v)
+
+
+def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg):
+    """Query blocks ``i0..i1-1`` of the ``(c, L, d)`` sequences q, k, v: ``(c, (i1-i0)*b, d_v)``.
+
+    Each sequence's queries and keys are copied into a small zero-padded buffer of
+    ``p = before + (i1 - i0) + after`` blocks: query block i then sees the key blocks
+    ``i .. i + before + after`` of its own buffer, and across all c buffers, laid end to end,
+    neighbourhood w starts at key block w. So one strided view of the keys (no copy) gives
+    every neighbourhood with a single, uniform batch stride for ``bmm``.
+    """
+    c, n, d_k = k.shape
+    d_v = v.shape[-1]
+    ci = i1 - i0
+    p = before + ci + after
+    width = (before + 1 + after) * b
+    opts = {"dtype": bias.dtype, "device": bias.device}
+    lo, hi = max((i0 - before) * b, 0), min((i1 + after) * b, n)  # keys in range
+    at = lo - (i0 - before) * b  # where they go in the buffer
+    tail = (before + after) * b  # room for the last buffer's junk neighbourhoods
+    kp = torch.zeros(c * p * b + tail, d_k, **opts)
+    vp = torch.zeros(c * p * b + tail, d_v, **opts)
+    kp[: c * p * b].view(c, p * b, d_k)[:, at : at + hi - lo] = k[:, lo:hi]
+    vp[: c * p * b].view(c, p * b, d_v)[:, at : at + hi - lo] = v[:, lo:hi]
+    q_hi = min(i1 * b, n)
+    qp = torch.zeros(c, p * b, d_k, **opts)
+    torch.mul(q[:, i0 * b : q_hi], scale, out=qp[:, : q_hi - i0 * b])  # pre-scaled queries
+    # With one sequence only its ci real neighbourhoods are needed; with several, the
+    # junk ones between them (before + after per sequence) come along, so the batch
+    # stride stays uniform.
+    n_win = ci if c == 1 else c * p
+    qw = qp.view(c * p, b, d_k)[:n_win]
+    kt = kp.as_strided((n_win, d_k, width), (b * d_k, 1, d_k))  # K^T per neighbourhood
+    vw = vp.as_strided((n_win, width, d_v), (b * d_v, d_v, 1))
+    scores = torch.baddbmm(bias, qw, kt)  # (n_win, b, width)
+    blocks = scores.view(c, -1, b, width) if c > 1 else scores[None]
+    for i in edges:
+        if i0 <= i < i1:
+            blocks[:, i - i0].masked_fill_(outside[i], neg)
+    out = torch.bmm(torch.softmax(scores, dim=-1), vw)  # (n_win, b, d_v)
+    if c == 1:
+        return out.view(1, ci * b, d_v)
+    return out.view(c, p * b, d_v)[:, : ci * b]
