@@ -98,6 +98,17 @@ class HeadsExample:
         x[:, self.position_dims] *= position_strength
         return x
 
+    def reorder(self, perm: torch.Tensor, position_strength: float = 1.0) -> torch.Tensor:
+        """The words in the order ``perm`` at unchanged positions: ``(N, d_model)``.
+
+        Row i holds the word features of token ``perm[i]`` and the position columns of
+        position i (scaled by ``position_strength``).
+        """
+        x = self.inputs(position_strength)
+        words = [c for c in range(self.d_model) if c not in self.position_dims]
+        x[:, words] = x[perm][:, words]
+        return x
+
     def module(self, n_heads: int | None = None) -> MultiHeadAttention:
         """A :class:`~utils.multihead.MultiHeadAttention` holding these weights.
 
@@ -119,7 +130,8 @@ def position_code(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     i = torch.arange(n, dtype=dtype)[:, None]
     angles = torch.tensor(ANGLES, dtype=dtype)
     phase = i * angles  # (n, 2)
-    return torch.stack([phase.cos(), phase.sin()], dim=-1).flatten(-2)  # pairs (cos, sin)
+    code = torch.stack([phase.cos(), phase.sin()], dim=-1).flatten(-2)  # pairs (cos, sin)
+    return torch.where(code.abs() < 1e-12, 0.0, code)  # cos 90° is 0, not 6e-17
 
 
 def _step_back(dtype) -> torch.Tensor:
@@ -128,7 +140,8 @@ def _step_back(dtype) -> torch.Tensor:
     for a in ANGLES:  # [cos ai, sin ai] @ [[cos a, -sin a], [sin a, cos a]] = [cos a(i-1), sin a(i-1)]
         c, s = math.cos(a), math.sin(a)
         blocks.append(torch.tensor([[c, -s], [s, c]], dtype=dtype))
-    return torch.block_diag(*blocks)
+    r = torch.block_diag(*blocks)
+    return torch.where(r.abs() < 1e-12, 0.0, r)  # cos 90° is 0, not 6e-17
 
 
 def heads_example(dtype: torch.dtype = torch.float64) -> HeadsExample:
