@@ -7,7 +7,6 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from ..examples.heads import heads_example
 from ..multihead import split_heads
-from ..widgets.multihead import split_head_weights
 from . import figure
 from ._draw import COLORS, arrow, box, canvas, title
 
@@ -112,8 +111,8 @@ def _frame(x, y, w, h, color):
 def heads_patterns():
     """What the query “bought” reads in each of the three designed heads (computed)."""
     ex = heads_example()
-    q, k = ex.x @ ex.w_q + ex.b_q, ex.x @ ex.w_k
-    weights = split_head_weights(q, k, ex.n_heads)  # (H, N, N)
+    with torch.no_grad():
+        weights = ex.module()(ex.x[None], ex.x[None], ex.x[None])[1][0]  # (H, N, N)
     query = ex.index("bought")
     n, gap = len(ex.tokens), 1.5
     fig, ax = canvas(10, 4.4, xlim=(-2.0, n - 0.4), ylim=(-0.75, (ex.n_heads - 1) * gap + 1.0))
