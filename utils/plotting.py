@@ -76,6 +76,7 @@ def show_heatmaps(
     xlabel: str = "keys",
     ylabel: str = "queries",
     colorbar: bool = True,
+    cbar_label: str = "attention weight",
     figsize: tuple[float, float] | None = None,
     fig: Figure | None = None,
 ) -> Figure:
@@ -87,6 +88,7 @@ def show_heatmaps(
         titles: one title per panel, in row-major order.
         mask: bool, broadcastable to ``matrices``; False cells (cannot attend) are grey.
         annotate: write each value in its cell (for small matrices).
+        colorbar, cbar_label: draw a shared colour bar, and its label.
         cmap: a colour-blind-safe map, ``"viridis"`` (default) or ``"cividis"``.
         fig: draw into this figure instead of a new one.
 
@@ -129,7 +131,7 @@ def show_heatmaps(
             if annotate:
                 _annotate(ax, a[r, c], fmt, cm, vmin or 0.0, hi)
     if colorbar:
-        fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
+        fig.colorbar(im, ax=axes, shrink=0.8, label=cbar_label)
     return fig
 
 

@@ -103,28 +103,54 @@ def run_check(
     return result
 
 
-def _reproduces(bug: Callable, cases: Sequence[Case], outputs: list, atol: float) -> bool:
-    """Does ``bug`` give the student's outputs on every case?"""
+@dataclass
+class _Raised:
+    """Stands for an exception a function raised on a case (so bugs that raise match too)."""
+
+    error: Exception
+
+    def same_as(self, other) -> bool:
+        return isinstance(other, _Raised) and type(other.error) is type(self.error)
+
+
+def _call(fn: Callable, case: Case):
     try:
-        return all(_compare(out, case.call(bug), atol) is None
+        return case.call(fn)
+    except NotImplementedError:
+        raise
+    except Exception as err:  # recorded, not raised: it is part of the behaviour
+        return _Raised(err)
+
+
+def _same(got, want, atol: float) -> bool:
+    if isinstance(got, _Raised) or isinstance(want, _Raised):
+        return isinstance(got, _Raised) and got.same_as(want)
+    return _compare(got, want, atol) is None
+
+
+def _reproduces(bug: Callable, cases: Sequence[Case], outputs: list, atol: float) -> bool:
+    """Does ``bug`` behave like the student's function (same outputs, same errors) on every case?"""
+    try:
+        return all(_same(out, _call(bug, case), atol)
                    for case, out in zip(cases, outputs, strict=True))
-    except Exception:  # a buggy variant may not apply to some case
+    except NotImplementedError:
         return False
 
 
 def _run(name, student, reference, cases, bugs, atol) -> CheckResult:
-    outputs = []
-    for case in cases:
-        try:
-            outputs.append(case.call(student))
-        except NotImplementedError:
-            return CheckResult(name, NOT_ATTEMPTED,
-                               f"⏳ {name}: not attempted yet — fill in the function above, "
-                               "then rerun this cell.")
-        except Exception as err:  # the student's error, reported rather than raised
-            return CheckResult(name, FAIL, f"❌ {name}: your function raised "
-                               f"{type(err).__name__}: {err}", "raised")
-    problems = [_compare(out, case.call(reference), atol) for case, out in zip(cases, outputs, strict=True)]
+    try:
+        outputs = [_call(student, case) for case in cases]
+    except NotImplementedError:
+        return CheckResult(name, NOT_ATTEMPTED,
+                           f"⏳ {name}: not attempted yet — fill in the function above, "
+                           "then rerun this cell.")
+    problems = []
+    for case, out in zip(cases, outputs, strict=True):
+        if isinstance(out, _Raised):
+            err = out.error
+            problems.append(f"raised|your function raised {type(err).__name__}: {err}")
+        else:
+            problems.append(_compare(out, case.call(reference), atol))
     first = next((p for p in problems if p is not None), None)
     if first is None:
         return CheckResult(name, PASS, f"✅ {name}: correct on {len(cases)} test case(s).")
@@ -135,6 +161,6 @@ def _run(name, student, reference, cases, bugs, atol) -> CheckResult:
         sub_cases, sub_outputs = [cases[i] for i in subset], [outputs[i] for i in subset]
         for bug_key, (bug, hint) in bugs.items():
             if _reproduces(bug, sub_cases, sub_outputs, atol):
-                extra = f" ({reason})" if key == "wrong_shape" else ""
+                extra = f" ({reason})" if key in ("wrong_shape", "raised") else ""
                 return CheckResult(name, FAIL, f"❌ {name}: {hint}{extra}", bug_key)
     return CheckResult(name, FAIL, f"❌ {name}: {reason}.", key)

@@ -61,6 +61,11 @@ class View:
     defaults: ClassVar[dict] = {}
     _background = None
 
+    def invalidate(self) -> None:
+        """Forget the drawn background: the next render redraws everything (e.g. after
+        changing tick labels or limits, which are not in ``dynamic``)."""
+        self._background = None
+
     def render(self) -> bytes:
         """PNG of the figure now; after the first call only ``dynamic`` artists are redrawn."""
         canvas = _canvas(self.fig)

@@ -218,7 +218,7 @@ class PaddingView(View):
             self.sentence = b
             self.ax.set_xticks(range(len(self.sources[b])), self.sources[b], rotation=45,
                                ha="right")
-            self._background = None
+            self.invalidate()
         w = padded_weights(self.q, self.k, self.lengths, masked, temperature)
         for s, (heat, rect) in enumerate(zip(self.heats, self.outlines, strict=True)):
             n_s = len(self.targets[s])
