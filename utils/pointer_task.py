@@ -114,7 +114,7 @@ def _loss(method: str, scores: torch.Tensor, batch: PointerBatch, tau: float,
     return loss, context[rows, batch.label].detach()
 
 
-def train(method: str, steps: int = 300, batch_size: int = 32, length: int = 16, d: int = 8,
+def train(method: str, steps: int = 200, batch_size: int = 32, length: int = 16, d: int = 8,
           lr: float = 0.02, tau_start: float = 2.0, tau_end: float = 0.1, seed: int = 0,
           eval_every: int = 10, n_test: int = 1000) -> TrainResult:
     """Train W for the pointer task with ``method`` ("soft", "reinforce" or "gumbel").
