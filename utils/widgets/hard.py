@@ -224,7 +224,8 @@ class TemperatureView(View):
         self.one_title = self.ax_one.set_title(" ", fontsize=10)
         blank = torch.zeros(n_rows, k)
         show_heatmaps(blank, self.labels, [str(i + 1) for i in range(n_rows)], vmax=1.0,
-                      fig=right, xlabel="tokens", ylabel="sample", colorbar=True)
+                      fig=right, xlabel="tokens", ylabel="sample", colorbar=True,
+                      cbar_label="sample weight y_i")
         ax_many = right.axes[0]
         self.heat = ax_many.images[0]
         ax_many.tick_params(axis="y", labelsize=7)

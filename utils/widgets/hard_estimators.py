@@ -141,7 +141,7 @@ class EstimatorView(View):
         cur_lo, cur_hi = self.ax.get_ylim()
         if lo < cur_lo or hi > cur_hi or (hi - lo) < 0.25 * (cur_hi - cur_lo):
             self.ax.set_ylim(lo, hi)
-            self._background = None  # axes changed: the explorer redraws everything once
+            self.invalidate()  # axes changed: the explorer redraws everything once
 
     def update(self, estimator: str, reward: str, tau: float, n_samples: int) -> dict:
         if reward not in self.rewards:
