@@ -1,13 +1,49 @@
-"""Exercise checks: each prints ✅, "not attempted yet", or a diagnosis of the likely bug."""
+"""Exercise checks: each prints ✅, "not attempted yet", or a diagnosis of the likely bug.
+
+One module per chapter's exercises; every ``check_*`` is also available from here.
+"""
 
 from ._core import Case, CheckResult, run_check
+from .causal import (
+    check_causal_attention,
+    check_causal_mask,
+    check_causal_mask_kv,
+    check_padded_causal_softmax,
+)
+from .cross_attention import check_alignment, check_cross_attention, check_padded_attention
+from .hard import check_gumbel_softmax, check_hard_attention, check_reinforce, check_topk_attention
+from .multihead import (
+    check_count_parameters,
+    check_merge_heads,
+    check_multi_head_attention,
+    check_split_heads,
+)
+from .scores import check_additive_scores, check_general_scores, check_score_variance
 from .self_attention import check_permutation_check, check_self_attention, check_softmax
 
 __all__ = [
     "Case",
     "CheckResult",
+    "check_additive_scores",
+    "check_alignment",
+    "check_causal_attention",
+    "check_causal_mask",
+    "check_causal_mask_kv",
+    "check_count_parameters",
+    "check_cross_attention",
+    "check_general_scores",
+    "check_gumbel_softmax",
+    "check_hard_attention",
+    "check_merge_heads",
+    "check_multi_head_attention",
+    "check_padded_attention",
+    "check_padded_causal_softmax",
     "check_permutation_check",
+    "check_reinforce",
+    "check_score_variance",
     "check_self_attention",
     "check_softmax",
+    "check_split_heads",
+    "check_topk_attention",
     "run_check",
 ]
