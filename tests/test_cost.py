@@ -168,3 +168,13 @@ def test_fused_attention_is_linear_in_memory():
     q = torch.randn(1, 1, 1024, 16)
     _, peak = cost.peak_memory(lambda: F.scaled_dot_product_attention(q, q, q))
     assert peak < 1024 * 1024 * 4 / 8  # far below an N x N float matrix
+
+
+def test_one_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with cost.one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), cost.one_thread():
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

@@ -11,7 +11,9 @@ Counted (no ``N x N`` matrix is built, so N can be large):
 Measured:
 
 * :func:`peak_memory` -- the peak of the bytes held by the tensors PyTorch operations create
-  while a function runs (a count of tensor allocations, so it is the same on every machine).
+  while a function runs (a count of tensor allocations, so it is the same on every machine);
+* :func:`one_thread` -- a context manager that runs its block on one CPU thread, for steady
+  timings on a shared machine.
 
 The patterns and their parameters are those of :mod:`utils.masks`; ``entries(name, n, **p)``
 equals ``mask.sum()`` of the corresponding mask (tests check it), except for ``"bigbird"``,
@@ -22,9 +24,9 @@ those it does not already see.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -35,6 +37,7 @@ __all__ = [
     "flops",
     "keys_per_query",
     "layers_to_reach_all",
+    "one_thread",
     "peak_memory",
     "reach",
     "score_bytes",
@@ -161,14 +164,25 @@ def _check_square(mask: torch.Tensor) -> torch.Tensor:
     return mask | torch.eye(mask.shape[0], dtype=torch.bool)
 
 
-def _compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Boolean matrix product: ``(a @ b)[i, j]`` is True iff some k has a[i, k] and b[k, j].
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the ``with`` block on a single CPU thread, then restore the thread count.
 
-    Done in numpy float32 (exact for N < 2**24): for the small matrices of the widgets it
-    avoids the thread start-up cost of torch's parallel matmul.
-    """
-    product = a.numpy().astype(np.float32) @ b.numpy().astype(np.float32)
-    return torch.from_numpy(product > 0)
+    Small matrix products are faster this way than waking a thread pool, and timings on a
+    machine busy with other work scatter much less (threads of a parallel kernel wait for
+    each other when the cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Boolean matrix product: ``(a @ b)[i, j]`` is True iff some k has a[i, k] and b[k, j]
+    (as float32 counts, exact for N < 2**24)."""
+    return (a.float() @ b.float()) > 0
 
 
 def reach(mask: torch.Tensor, layers: int) -> torch.Tensor:
@@ -182,12 +196,13 @@ def reach(mask: torch.Tensor, layers: int) -> torch.Tensor:
     _int("layers", layers)
     result = torch.eye(m.shape[0], dtype=torch.bool)
     power = m
-    while layers:  # exponentiation by squaring
-        if layers & 1:
-            result = _compose(result, power)
-        layers >>= 1
-        if layers:
-            power = _compose(power, power)
+    with one_thread():
+        while layers:  # exponentiation by squaring
+            if layers & 1:
+                result = _compose(result, power)
+            layers >>= 1
+            if layers:
+                power = _compose(power, power)
     return result
 
 
@@ -196,9 +211,14 @@ def layers_to_reach_all(mask: torch.Tensor) -> int | None:
     or None if that never happens (e.g. a block-diagonal mask). Uses O(log L) matrix products.
     """
     m = _check_square(mask)
-    n = m.shape[0]
     if m.all():
         return 1
+    with one_thread():
+        return _layers_to_reach_all(m)
+
+
+def _layers_to_reach_all(m: torch.Tensor) -> int | None:
+    n = m.shape[0]
     powers = [m]  # m^(2^k)
     while not powers[-1].all():
         squared = _compose(powers[-1], powers[-1])

@@ -12,7 +12,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from .. import masks
-from ..cost import flops, layers_to_reach_all, score_bytes
+from ..cost import flops, layers_to_reach_all, one_thread, score_bytes
 from ..plotting import MASKED_COLOR, to_numpy
 from ._core import Explorer, View
 
@@ -183,11 +183,12 @@ def reach_by_layer(mask: torch.Tensor, layers: int) -> torch.Tensor:
     token i's output through L stacked layers sharing ``mask`` (a token keeps its own
     information, so reach only grows). One boolean product per layer: R_L = R_(L-1) · M."""
     n = mask.shape[-1]
-    m = (mask | torch.eye(n, dtype=torch.bool)).numpy().astype(np.float32)
-    out = [np.eye(n, dtype=bool)]
-    for _ in range(layers):  # numpy: no thread start-up for these small products
-        out.append((out[-1].astype(np.float32) @ m) > 0)
-    return torch.from_numpy(np.stack(out))
+    m = (mask | torch.eye(n, dtype=torch.bool)).float()
+    out = [torch.eye(n, dtype=torch.bool)]
+    with one_thread():  # small products: no thread pool to wake
+        for _ in range(layers):
+            out.append((out[-1].float() @ m) > 0)
+    return torch.stack(out)
 
 
 class ReceptiveFieldView(View):
