@@ -246,6 +246,12 @@ class _TensorBytes(TorchDispatchMode):
         self.peak = 0
         self._sizes: dict[int, int] = {}
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch would wrap __torch_dispatch__ to keep torch.compile out of it, importing
+        # torch._dynamo on the first call (about a second); nothing here is compiled.
+        return False
+
     def _free(self, key: int) -> None:
         self.live -= self._sizes.pop(key, 0)
 
