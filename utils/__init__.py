@@ -1,10 +1,13 @@
 """Attention, Hands-On: the shared library every chapter notebook imports.
 
 One module per idea: ``attention`` (softmax, scaled dot-product, self/cross),
-``masks``, ``multihead``, ``scores``, ``sparse``, ``hard`` (soft vs hard attention
-and gradient estimators), ``plotting`` (one heatmap function for the course),
-``widgets``, ``checks`` (exercise feedback), ``examples`` (the course's data),
-``figures`` (SVG diagrams) and ``authoring`` (solutions -> student notebooks).
+``masks``, ``multihead``, ``kv_cache`` (token-by-token generation), ``scores``,
+``sparse`` (blockwise sliding-window attention), ``cost`` (exact counts and measured
+memory of attention patterns), ``hard`` (soft vs hard attention and gradient
+estimators), ``pointer_task`` (a tiny training run for chapter 7), ``plotting``
+(one heatmap function for the course), ``widgets``, ``checks`` (exercise feedback),
+``examples`` (the course's data), ``figures`` (SVG diagrams), ``notebook`` (the first
+cell of every chapter) and ``authoring`` (solutions -> student notebooks).
 """
 
 __version__ = "0.1.0"

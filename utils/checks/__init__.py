@@ -20,12 +20,15 @@ from .multihead import (
 )
 from .scores import check_additive_scores, check_general_scores, check_score_variance
 from .self_attention import check_permutation_check, check_self_attention, check_softmax
+from .sparse import check_bigbird_mask, check_blockwise_attention, check_sliding_window_mask
 
 __all__ = [
     "Case",
     "CheckResult",
     "check_additive_scores",
     "check_alignment",
+    "check_bigbird_mask",
+    "check_blockwise_attention",
     "check_causal_attention",
     "check_causal_mask",
     "check_causal_mask_kv",
@@ -42,6 +45,7 @@ __all__ = [
     "check_reinforce",
     "check_score_variance",
     "check_self_attention",
+    "check_sliding_window_mask",
     "check_softmax",
     "check_split_heads",
     "check_topk_attention",

@@ -23,6 +23,7 @@ from .scores import (
     score_explorer,
 )
 from .self_attention import AttentionView, attention_explorer, tempered_weights
+from .sparse import PatternView, ReceptiveFieldView, pattern_explorer, receptive_field_explorer
 
 __all__ = [
     "AlignmentView",
@@ -35,7 +36,9 @@ __all__ = [
     "HeadCountView",
     "LeakageView",
     "PaddingView",
+    "PatternView",
     "QueryHeadsView",
+    "ReceptiveFieldView",
     "ScoreFunctionView",
     "TemperatureView",
     "TopKView",
@@ -49,7 +52,9 @@ __all__ = [
     "head_count_explorer",
     "leakage_explorer",
     "padding_explorer",
+    "pattern_explorer",
     "query_heads_explorer",
+    "receptive_field_explorer",
     "render_png",
     "score_explorer",
     "temperature_explorer",
