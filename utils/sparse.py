@@ -122,8 +122,12 @@ def sliding_window_attention(
     n_seq = math.prod(batch)
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     opts = {"dtype": dtype, "device": q.device}
-    # (n_seq, L, d) views (a copy only if an input is broadcast over the batch dimensions).
-    qf, kf, vf = (x.expand(*batch, *x.shape[-2:]).reshape(n_seq, n, -1) for x in (q, k, v))
+    # Contiguous (n_seq, L, d): views, unless an input is broadcast over the batch dimensions
+    # or not contiguous (e.g. heads split by a transpose), then one copy.
+    qf, kf, vf = (
+        x.to(dtype).expand(*batch, *x.shape[-2:]).reshape(n_seq, n, -1).contiguous()
+        for x in (q, k, v)
+    )
 
     # Additive band mask, the same for every block: query row r and key column c of a
     # neighbourhood are i - j = before*b + r - c apart. Blocked entries get the most negative
@@ -138,22 +142,61 @@ def sliding_window_attention(
     edges = outside.any(dim=1).nonzero().flatten().tolist()
 
     out = torch.empty(n_seq, n, d_v, **opts)
-    # Work a tile at a time: several whole sequences, or some blocks of one sequence when a
-    # sequence alone is over the budget. Temporary memory is about the tile's scores.
-    per_seq = (before + n_blocks + after) * b * width
-    if per_seq <= _CHUNK_ELEMENTS:
-        step = _CHUNK_ELEMENTS // per_seq
-        tiles = [(t, min(t + step, n_seq), 0, n_blocks) for t in range(0, n_seq, step)]
-    else:
-        step = max(1, _CHUNK_ELEMENTS // (b * width))
-        tiles = [(t, t + 1, i, min(i + step, n_blocks))
-                 for t in range(n_seq) for i in range(0, n_blocks, step)]
+    # Work a tile at a time, so temporary memory is about one tile's scores.
+    tiles = _tiles(n_seq, n, b, n_blocks, before, after, width)
     scale = 1.0 / math.sqrt(d_k)
     for t0, t1, i0, i1 in tiles:
-        y = _tile(qf[t0:t1], kf[t0:t1], vf[t0:t1], i0, i1, b, before, after, scale,
-                  bias, outside, edges, neg)
-        out[t0:t1, i0 * b : i1 * b] = y[:, : min(i1 * b, n) - i0 * b]
+        q_rows = slice(i0 * b, min(i1 * b, n))
+        if t1 - t0 == 1 and i0 >= before and (i1 + after) * b <= n:
+            # An inner tile of one sequence: every neighbourhood lies inside it, so the
+            # queries, keys, values and output are used in place, without any copy.
+            t = t0
+            n_win = i1 - i0
+            start = (i0 - before) * b
+            scores = torch.baddbmm(
+                bias,
+                qf[t, q_rows].view(n_win, b, d_k),
+                kf[t, start:].as_strided((n_win, d_k, width), (b * d_k, 1, d_k)),
+                alpha=scale,
+            )
+            weights = torch.softmax(scores, dim=-1)
+            vw = vf[t, start:].as_strided((n_win, width, d_v), (b * d_v, d_v, 1))
+            torch.bmm(weights, vw, out=out[t, q_rows].view(n_win, b, d_v))
+        else:
+            y = _tile(qf[t0:t1], kf[t0:t1], vf[t0:t1], i0, i1, b, before, after, scale,
+                      bias, outside, edges, neg)
+            out[t0:t1, q_rows] = y[:, : q_rows.stop - q_rows.start]
     return out.view(*batch, n, d_v)
+
+
+def _tiles(n_seq, n, b, n_blocks, before, after, width):
+    """``(t0, t1, i0, i1)``: query blocks i0..i1-1 of sequences t0..t1-1, in tiles of about
+    ``_CHUNK_ELEMENTS`` scores.
+
+    Short sequences go several whole ones to a tile. A long sequence is cut into its
+    inner blocks, whose neighbourhoods lie inside it (done in place, tile by tile), and
+    its first and last few blocks, done for all sequences together in small tiles.
+    """
+    per_seq = (before + n_blocks + after) * b * width
+
+    def seq_chunks(i0, i1):
+        per = (before + (i1 - i0) + after) * b * width
+        step = max(1, _CHUNK_ELEMENTS // per)
+        return [(t, min(t + step, n_seq), i0, i1) for t in range(0, n_seq, step)]
+
+    if per_seq <= _CHUNK_ELEMENTS:
+        return seq_chunks(0, n_blocks)
+    step = max(1, _CHUNK_ELEMENTS // (b * width))  # blocks per tile
+    inner_lo = before
+    inner_hi = max(inner_lo, n // b - after)  # blocks whose keys all lie inside
+    tiles = []
+    for i in range(0, inner_lo, step):
+        tiles += seq_chunks(i, min(i + step, inner_lo))
+    tiles += [(t, t + 1, i, min(i + step, inner_hi))
+              for t in range(n_seq) for i in range(inner_lo, inner_hi, step)]
+    for i in range(inner_hi, n_blocks, step):
+        tiles += seq_chunks(i, min(i + step, n_blocks))
+    return tiles
 
 
 def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg):
@@ -173,7 +216,7 @@ def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg):
     opts = {"dtype": bias.dtype, "device": bias.device}
     lo, hi = max((i0 - before) * b, 0), min((i1 + after) * b, n)  # keys in range
     at = lo - (i0 - before) * b  # where they go in the buffer
-    tail = (before + after) * b  # room for the last buffer's junk neighbourhoods
+    tail = (before + after) * b if c > 1 else 0  # room for the last junk neighbourhoods
     kp = torch.zeros(c * p * b + tail, d_k, **opts)
     vp = torch.zeros(c * p * b + tail, d_v, **opts)
     kp[: c * p * b].view(c, p * b, d_k)[:, at : at + hi - lo] = k[:, lo:hi]
