@@ -52,15 +52,17 @@ def test_any_block_size(n, window, block, causal):
 
 
 @pytest.mark.parametrize("budget", [300, 5000, 40000])
-def test_tiling_gives_the_same(monkeypatch, budget):
-    """Small score budgets: tiles of a few blocks of one sequence, or of whole sequences."""
+@pytest.mark.parametrize("window", [7, 40, 60])
+def test_tiling_gives_the_same(monkeypatch, budget, window):
+    """Small score budgets: inner tiles of one sequence done in place plus edge tiles (none
+    inner when the window is wide), or tiles of whole sequences."""
     import utils.sparse
 
     monkeypatch.setattr(utils.sparse, "_CHUNK_ELEMENTS", budget)
     q, k, v = _qkv(2, 3, n=101, seed=9)
     for causal in (False, True):
-        out = sliding_window_attention(q, k, v, 7, causal=causal, block_size=5)
-        torch.testing.assert_close(out, _dense(q, k, v, 7, causal), rtol=0, atol=1e-10)
+        out = sliding_window_attention(q, k, v, window, causal=causal, block_size=5)
+        torch.testing.assert_close(out, _dense(q, k, v, window, causal), rtol=0, atol=1e-10)
 
 
 def test_window_zero_is_identity_on_values():
