@@ -15,15 +15,20 @@ Setting: float32, batch 1, 4 heads of size 64, on the CPU, with torch's default 
 
 How it measures:
 
-* Time: one warm-up call, then the median of a few calls timed with ``time.perf_counter``.
+* Time: one warm-up call, then the median of a few calls timed with ``time.perf_counter``,
+  the implementations compared at one N timed in turn (A, B, A, B, ...) so that changes in
+  the machine's load hit them alike.
 * Peak memory: the peak resident memory (RSS) that one call adds, its output included and
-  its inputs excluded. On Linux, after the warm-up, freed heap memory is handed back to the
-  OS (``malloc_trim``), the kernel's peak-RSS counter is reset (``/proc/self/clear_refs``)
-  and the call's peak is ``VmHWM - VmRSS`` before it. Elsewhere it falls back to the growth of
-  ``ru_maxrss`` with a small warm-up. The full run measures every case in a fresh
-  subprocess so that no case inherits another's heap; ``--quick`` measures in-process.
+  its inputs excluded. On Linux, after a small warm-up call, freed heap memory is handed
+  back to the OS (``malloc_trim``), the kernel's peak-RSS counter is reset
+  (``/proc/self/clear_refs``) and the call's peak is ``VmHWM`` minus ``VmRSS`` before it.
+  Elsewhere it falls back to the growth of ``ru_maxrss``. The full run measures every case
+  in a fresh subprocess so that no case inherits another's heap; ``--quick`` measures
+  in-process.
 
-The timings are only as quiet as the machine: the load average is printed with the table.
+The timings are only as quiet as the machine: other processes competing for the cores slow
+everything down (torch's threads wait for each other), so the load average before and after
+the run is printed with the table. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import platform
 import resource
@@ -120,41 +124,76 @@ def peak_memory(fn, warm_up=None) -> int:
     return max(peak, 0)
 
 
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def measure(impl: str, n: int, repeats: int | None = None) -> dict:
-    """Time and peak memory of one implementation at sequence length ``n``."""
+def _inputs(n: int):
     g = torch.Generator().manual_seed(n)
-    q, k, v = (torch.randn(1, HEADS, n, D_HEAD, generator=g) for _ in range(3))
-    fn = IMPLS[impl]
+    return tuple(torch.randn(1, HEADS, n, D_HEAD, generator=g) for _ in range(3))
 
-    def call():
-        return fn(q, k, v)
 
-    if _can_reset_peak():
-        peak = peak_memory(call)
-    else:
-        small = q[..., : min(n, 128), :], k[..., : min(n, 128), :], v[..., : min(n, 128), :]
-        peak = peak_memory(call, warm_up=lambda: fn(*small))
-    if repeats is None:  # a few repeats, fewer for slow cases
+def measure_peak(impl: str, n: int) -> int:
+    """Peak resident bytes one call of ``impl`` adds at length ``n`` (warm-up at N = 256)."""
+    fn, (q, k, v) = IMPLS[impl], _inputs(n)
+    small = tuple(x[..., : min(n, 256), :] for x in (q, k, v))
+    return peak_memory(lambda: fn(q, k, v), warm_up=lambda: fn(*small))
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux ``/proc/stat``)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OthersCpu:
+    """Share of the machine's CPU time that other processes used while in the block."""
+
+    def __enter__(self):
+        self.busy, self.own, self.wall = _busy_seconds(), _own_cpu(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        busy = _busy_seconds()
+        if busy is None or self.busy is None:
+            self.share = None
+            return
+        wall = time.perf_counter() - self.wall
+        others = (busy - self.busy) - (_own_cpu() - self.own)
+        self.share = min(max(others / (wall * (os.cpu_count() or 1)), 0.0), 1.0)
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def time_interleaved(impls: list[str], n: int) -> dict[str, float]:
+    """Median wall time of each implementation at length ``n``.
+
+    After one warm-up call each, the implementations are timed in turn (A, B, C, A, B, C,
+    ...) so that a change in the machine's load hits them alike. Repeats: 5 for calls under
+    0.2 s, 3 under 1.5 s, else 2.
+    """
+    q, k, v = _inputs(n)
+    repeats = {}
+    for impl in impls:
         start = time.perf_counter()
-        call()
+        IMPLS[impl](q, k, v)
         once = time.perf_counter() - start
-        repeats = 5 if once < 0.2 else 3 if once < 1.5 else 2
-    return {"impl": impl, "n": n, "time": median_time(call, repeats), "peak": peak,
-            "repeats": repeats}
+        repeats[impl] = 5 if once < 0.2 else 3 if once < 1.5 else 2
+    times = {impl: [] for impl in impls}
+    for r in range(max(repeats.values())):
+        for impl in impls:
+            if r < repeats[impl]:
+                start = time.perf_counter()
+                IMPLS[impl](q, k, v)
+                times[impl].append(time.perf_counter() - start)
+    return {impl: statistics.median(ts) for impl, ts in times.items()}
 
 
-def _measure_in_subprocess(impl: str, n: int) -> dict:
+def _peak_in_subprocess(impl: str, n: int) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker", impl, str(n)],
@@ -162,7 +201,7 @@ def _measure_in_subprocess(impl: str, n: int) -> dict:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"worker {impl} N={n} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return int(proc.stdout.strip().splitlines()[-1])
 
 
 # --- report -------------------------------------------------------------------------------
@@ -201,7 +240,11 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "∞" if b == 0 else f"{a / b:.1f}×"
 
 
-def report(results: dict, sizes: dict, method: str, info: list[str]) -> str:
+def _pct(share: float | None) -> str:
+    return "?" if share is None else f"{share * 100:.0f}%"
+
+
+def report(results: dict, sizes: dict, method: str, info: list[str], busy: dict) -> str:
     def get(impl, n):
         return results.get((impl, n))
 
@@ -210,29 +253,40 @@ def report(results: dict, sizes: dict, method: str, info: list[str]) -> str:
         "## 1. `utils.attention.scaled_dot_product_attention` vs torch SDPA",
         "",
         "| N | torch SDPA (ms) | utils (ms) | utils / SDPA time | torch SDPA peak (MiB) "
-        "| utils peak (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| utils peak (MiB) | others' CPU |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in sizes["dense"]:
         t, u = get("torch_sdpa", n), get("utils_dense", n)
         lines.append(f"| {n} | {_ms(t)} | {_ms(u)} | {_ratio(u['time'], t['time'])} "
-                     f"| {_mib(t)} | {_mib(u)} |")
+                     f"| {_mib(t)} | {_mib(u)} | {_pct(busy.get(n))} |")
     lines += [
         "",
         "## 2. `utils.sparse.sliding_window_attention` (window 64) vs dense",
         "",
         "| N | dense SDPA (ms) | sliding (ms) | speed-up | dense SDPA peak (MiB) "
         "| sliding peak (MiB) | SDPA / sliding memory | materialised dense peak (MiB) "
-        "| materialised / sliding memory |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| materialised / sliding memory | others' CPU |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in sizes["sliding"]:
         t, s, u = get("torch_sdpa", n), get("sliding", n), get("utils_dense", n)
         lines.append(
             f"| {n} | {_ms(t)} | {_ms(s)} | {_ratio(t and t['time'], s['time'])} "
             f"| {_mib(t)} | {_mib(s)} | {_ratio(t and t['peak'], s['peak'])} "
-            f"| {_mib(u)} | {_ratio(u and u['peak'], s['peak'])} |"
+            f"| {_mib(u)} | {_ratio(u and u['peak'], s['peak'])} | {_pct(busy.get(n))} |"
         )
+    lines += [
+        "",
+        "*others' CPU*: share of the machine's CPU time used by other processes while that "
+        "row was timed. Above a few percent the timings are unreliable: torch's threads wait "
+        "for each other at every operation, which hurts code made of many small operations "
+        "(sliding) far more than one fused kernel (SDPA).",
+    ]
+    noisy = [n for n, share in busy.items() if share is not None and share > 0.05]
+    if noisy:
+        lines += ["", f"**Warning: other processes were busy while N = "
+                  f"{', '.join(map(str, noisy))} were timed; rerun on an idle machine.**"]
     lines += ["", "## Targets", ""]
     n_dense = 2048 if 2048 in sizes["dense"] else sizes["dense"][-1]
     t, u = get("torch_sdpa", n_dense), get("utils_dense", n_dense)
@@ -268,17 +322,20 @@ def main(argv=None) -> None:
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.worker:  # measure one case and print it as JSON
+    if args.worker:  # measure one case's peak memory and print it
         impl, n = args.worker
-        print(json.dumps(measure(impl, int(n))))
+        print(measure_peak(impl, int(n)))
         return
 
     sizes = QUICK if args.quick else FULL
-    cases = [(impl, n) for n in sizes["dense"] for impl in ("torch_sdpa", "utils_dense")]
-    cases += [("torch_sdpa", n) for n in sizes["sliding"] if n not in sizes["dense"]]
-    cases += [("utils_dense", n) for n in sizes["sliding"]
-              if n not in sizes["dense"] and n <= MAX_MATERIALISED_N]
-    cases += [("sliding", n) for n in sizes["sliding"]]
+    impls_at = {}  # N -> the implementations measured at N
+    for n in sorted(set(sizes["dense"]) | set(sizes["sliding"])):
+        impls = ["torch_sdpa"]
+        if n in sizes["dense"] or n <= MAX_MATERIALISED_N:
+            impls.append("utils_dense")
+        if n in sizes["sliding"]:
+            impls.append("sliding")
+        impls_at[n] = impls
     reset = _can_reset_peak()
     method = ("peak RSS added by one call (VmHWM after resetting it, minus VmRSS before; "
               "output included, inputs excluded)" if reset else
@@ -286,16 +343,21 @@ def main(argv=None) -> None:
     method += ", each case in a fresh subprocess" if not args.quick else ", in-process"
     info = machine_info()  # before the run, so the load is the machine's own
     start = time.perf_counter()
-    results = {}
-    for impl, n in cases:
-        r = measure(impl, n, repeats=3) if args.quick else _measure_in_subprocess(impl, n)
-        results[(impl, n)] = r
-        print(f"  {impl:12s} N={n:6d}  {r['time'] * 1e3:9.1f} ms  {r['peak'] / MIB:8.1f} MiB",
-              file=sys.stderr, flush=True)
-        if args.quick:
+    results, busy = {}, {}
+    for n, impls in impls_at.items():
+        with OthersCpu() as others:
+            times = time_interleaved(impls, n)
+        busy[n] = others.share
+        for impl in impls:
+            peak = measure_peak(impl, n) if args.quick else _peak_in_subprocess(impl, n)
+            results[(impl, n)] = r = {"time": times[impl], "peak": peak}
+            print(f"  {impl:12s} N={n:6d}  {r['time'] * 1e3:9.1f} ms  {peak / MIB:8.1f} MiB",
+                  file=sys.stderr, flush=True)
             _release_free_heap()
-    text = report(results, sizes, method, info)
-    text += f"\n\nTotal benchmark time: {time.perf_counter() - start:.0f} s.\n"
+    text = report(results, sizes, method, info, busy)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    text += (f"\n\nTotal benchmark time: {time.perf_counter() - start:.0f} s; "
+             f"load average after the run: {load}.\n")
     print(text)
     if args.output:
         args.output.write_text(text)
