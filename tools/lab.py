@@ -310,11 +310,17 @@ class NotebookPage:
 
     def widgets(self, expected: int):
         """Wait until ``expected`` widget views show an image; return their locators."""
-        self.page.wait_for_function(
-            """([sel, n]) => [...document.querySelectorAll(sel)].filter(
-                 w => { const i = w.querySelector('img.widget-image');
-                        return i && i.complete && i.naturalWidth > 0; }).length >= n""",
-            arg=[WIDGET_SELECTOR, expected], timeout=self.timeout)
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.page.wait_for_function(
+                """([sel, n]) => [...document.querySelectorAll(sel)].filter(
+                     w => { const i = w.querySelector('img.widget-image');
+                            return i && i.complete && i.naturalWidth > 0; }).length >= n""",
+                arg=[WIDGET_SELECTOR, expected], timeout=self.timeout)
+        except PlaywrightTimeout:
+            found = self.page.locator(WIDGET_SELECTOR).count()
+            raise AssertionError(f"{found} of {expected} widgets rendered (with an image)") from None
         return self.page.locator(WIDGET_SELECTOR).all()
 
     # -- driving widgets ------------------------------------------------------------------
