@@ -86,9 +86,18 @@ def slide_type(cell: nbformat.NotebookNode) -> str:
 
 
 def with_slides(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Set every cell's ``metadata.slideshow.slide_type`` (see :func:`slide_type`)."""
+    """Set every cell's ``metadata.slideshow.slide_type`` (see :func:`slide_type`).
+
+    A continuation cell ("-") gets no slideshow metadata at all: nbconvert reads a missing
+    type as "-", and jupyterlab-slideshow (the live deck) only understands it that way —
+    an explicit "-" there puts the cell on no slide, hiding it.
+    """
     for cell in nb.cells:
-        cell.metadata["slideshow"] = {"slide_type": slide_type(cell)}
+        kind = slide_type(cell)
+        if kind == "-":
+            cell.metadata.pop("slideshow", None)
+        else:
+            cell.metadata["slideshow"] = {"slide_type": kind}
     return nb
 
 

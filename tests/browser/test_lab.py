@@ -154,11 +154,8 @@ def _live_deck_shows_a_working_widget(notebook, widget, cells) -> None:
     notebook.page.wait_for_selector(".jp-NotebookPanel.jp-Deck .jp-deck-mod-onscreen")
     index = widget.evaluate("""el => window.jupyterapp.shell.currentWidget.content.widgets
                                  .findIndex(w => w.node === el.closest('.jp-Cell'))""")
-    if cells[index]["metadata"].get("slideshow", {}).get("slide_type") == "-":
-        # jupyterlab-slideshow 0.3.4 knows a missing slide_type (null) as "continue the
-        # slide", not RISE's "-": such a cell belongs to no slide and never shows.
-        pytest.xfail('slide_type "-" hides the widget cell in jupyterlab-slideshow: '
-                     "utils.authoring should leave slide_type out for continuation cells")
+    assert "slideshow" not in cells[index]["metadata"], (
+        'a widget cell must continue its slide (no slide_type; an explicit "-" hides it in the deck)')
     notebook.select_cell_of(widget)  # the deck follows the active cell
     cell = widget.locator("xpath=ancestor::div[contains(@class, 'jp-CodeCell')]").first
     notebook.page.wait_for_function("c => c.classList.contains('jp-deck-mod-onscreen')",
