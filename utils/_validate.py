@@ -75,3 +75,33 @@ def dim(name: str, x: torch.Tensor, d: int) -> int:
     if not -x.dim() <= d < x.dim():
         raise ValueError(f"{name}={d} is out of range for a tensor of shape {tuple(x.shape)}")
     return d % x.dim()
+
+
+def qkv(q, k, v, *, same_length: bool = False) -> None:
+    """Check queries ``(..., Lq, d_k)``, keys ``(..., Lk, d_k)`` and values ``(..., Lk, d_v)``:
+    tensors without NaN, matching d_k, keys and values of one length (and, with
+    ``same_length``, queries too: self-attention), broadcastable batch dimensions."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        tensor(name, x, min_dim=2)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same last dimension d_k, got q {tuple(q.shape)} "
+            f"and k {tuple(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same length (dim -2), got k {tuple(k.shape)} "
+            f"and v {tuple(v.shape)}"
+        )
+    if same_length and q.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            "self-attention needs q, k and v of the same length L (dim -2), "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"the leading (batch) dimensions of q {tuple(q.shape)}, k {tuple(k.shape)} and "
+            f"v {tuple(v.shape)} do not broadcast"
+        ) from None

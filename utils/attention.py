@@ -57,28 +57,6 @@ def softmax(scores: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = Non
     return weights.masked_fill(dead, 0.0)
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _validate.tensor(name, x, min_dim=2)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must have the same last dimension d_k, got q {tuple(q.shape)} "
-            f"and k {tuple(k.shape)}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"k and v must have the same length (dim -2), got k {tuple(k.shape)} "
-            f"and v {tuple(v.shape)}"
-        )
-    try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            f"the leading (batch) dimensions of q {tuple(q.shape)}, k {tuple(k.shape)} and "
-            f"v {tuple(v.shape)} do not broadcast"
-        ) from None
-
-
 def scaled_dot_product_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -99,7 +77,7 @@ def scaled_dot_product_attention(
         ``(output, weights)``: output ``(..., Lq, d_v)`` and weights ``(..., Lq, Lk)``,
         whose rows sum to 1 (0 for a fully masked query).
     """
-    _check_qkv(q, k, v)
+    _validate.qkv(q, k, v)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     else:

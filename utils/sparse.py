@@ -38,41 +38,8 @@ _MAX_BLOCK = 64
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def _check_tensor(name: str, x) -> None:
-    """``_validate.tensor(name, x, min_dim=2)``, with a cheaper NaN test for the usual case:
-    NaN anywhere makes the sum NaN, so a non-NaN sum proves there is none (one fast
-    reduction instead of an element-wise test and an ``any``)."""
-    if (
-        isinstance(x, torch.Tensor)
-        and x.is_floating_point()
-        and x.dim() >= 2
-        and x.numel() > 0
-        and not torch.isnan(x.sum())
-    ):
-        return
-    _validate.tensor(name, x, min_dim=2)  # raises the standard message (or finds no NaN)
-
-
 def _check(q, k, v, window, causal) -> None:
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(name, x)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must have the same last dimension d_k, got q {tuple(q.shape)} "
-            f"and k {tuple(k.shape)}"
-        )
-    if not q.shape[-2] == k.shape[-2] == v.shape[-2]:
-        raise ValueError(
-            "sliding-window (self-)attention needs q, k and v of the same length L (dim -2), "
-            f"got q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)}"
-        )
-    try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            f"the leading (batch) dimensions of q {tuple(q.shape)}, k {tuple(k.shape)} and "
-            f"v {tuple(v.shape)} do not broadcast"
-        ) from None
+    _validate.qkv(q, k, v, same_length=True)
     _validate.positive("window", window, integer=True, allow_zero=True)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")

@@ -17,6 +17,7 @@ control's ``.value`` (or ``.click()`` a button) and read ``explorer.state`` and
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -26,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-__all__ = ["Explorer", "View", "render_png"]
+__all__ = ["Explorer", "View", "log_slider", "render_png", "token_dropdown"]
 
 
 def _canvas(fig: Figure) -> FigureCanvasAgg:
@@ -44,6 +45,21 @@ def render_png(fig: Figure) -> bytes:
     canvas = _canvas(fig)
     canvas.draw()
     return _encode(np.asarray(canvas.buffer_rgba()))
+
+
+def token_dropdown(tokens, value: int = 0, description: str = "query") -> widgets.Dropdown:
+    """Pick a position by its token (options read "i: token")."""
+    return widgets.Dropdown(options=[(f"{i}: {t}", i) for i, t in enumerate(tokens)], value=value,
+                            description=description)
+
+
+def log_slider(value: float, lo: float, hi: float, description: str = "temperature T",
+               continuous_update: bool = True) -> widgets.FloatLogSlider:
+    """A log-scale slider from ``lo`` to ``hi`` (e.g. a temperature), 0.01 decades a step."""
+    return widgets.FloatLogSlider(value=value, base=10, min=round(math.log10(lo), 6),
+                                  max=round(math.log10(hi), 6), step=0.01, description=description,
+                                  continuous_update=continuous_update,
+                                  style={"description_width": "initial"})
 
 
 class View:

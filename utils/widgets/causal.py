@@ -16,7 +16,7 @@ from ..attention import softmax
 from ..kv_cache import KVCache
 from ..masks import causal_mask
 from ..plotting import bar_weights, show_heatmaps, to_numpy
-from ._core import Explorer, View
+from ._core import Explorer, View, token_dropdown
 
 __all__ = [
     "MODES",
@@ -244,8 +244,7 @@ def leakage_explorer(tokens: Sequence[str], x: torch.Tensor, w_q: torch.Tensor,
     controls = {
         "mode": widgets.ToggleButtons(options=[(label, m) for m, label in MODES.items()],
                                       value=mode, description="future"),
-        "position": widgets.Dropdown(options=[(f"{i}: {t}", i) for i, t in enumerate(tokens)],
-                                     value=position, description="change"),
+        "position": token_dropdown(tokens, position, description="change"),
         "replacement": widgets.Dropdown(options=list(view.vocabulary),
                                         value=view.defaults["replacement"], description="into"),
     }

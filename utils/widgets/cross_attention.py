@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle
 from ..attention import softmax
 from ..masks import padding_mask
 from ..plotting import show_heatmaps, to_numpy
-from ._core import Explorer, View
+from ._core import Explorer, View, log_slider
 from .self_attention import tempered_weights
 
 __all__ = ["AlignmentView", "PaddingView", "alignment_explorer", "padded_weights",
@@ -125,10 +125,7 @@ def alignment_explorer(target_tokens: Sequence[str], source_tokens: Sequence[str
     controls = {
         "target": widgets.Dropdown(options=options, value=target, description="target token",
                                    style={"description_width": "initial"}),
-        "temperature": widgets.FloatLogSlider(value=temperature, base=10, min=-1.3, max=1.3,
-                                              step=0.01, description="temperature T",
-                                              continuous_update=True,
-                                              style={"description_width": "initial"}),
+        "temperature": log_slider(temperature, 10**-1.3, 10**1.3),
     }
     return Explorer(view, controls)
 
@@ -260,9 +257,6 @@ def padding_explorer(target_tokens: Sequence[Sequence[str]],
                                   style={"description_width": "initial"}),
         "masked": widgets.Checkbox(value=masked, description="key padding mask",
                                    indent=False),
-        "temperature": widgets.FloatLogSlider(value=temperature, base=10, min=-1.3, max=1.3,
-                                              step=0.01, description="temperature T",
-                                              continuous_update=True,
-                                              style={"description_width": "initial"}),
+        "temperature": log_slider(temperature, 10**-1.3, 10**1.3),
     }
     return Explorer(view, controls)

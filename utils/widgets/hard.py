@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from ..hard import gumbel_softmax, hard_attention, soft_attention, topk_attention
 from ..plotting import show_heatmaps, to_numpy
-from ._core import Explorer, View
+from ._core import Explorer, View, log_slider
 
 __all__ = [
     "HardAttentionView",
@@ -264,10 +264,7 @@ class TemperatureView(View):
 def temperature_explorer(labels: Sequence[str], logits, seed: int = 0, tau: float = 1.0) -> Explorer:
     """A temperature slider (0.1 to 5, log scale) and a "sample" button (new Gumbel noise)."""
     view = TemperatureView(labels, logits, seed)
-    controls = {"tau": widgets.FloatLogSlider(value=tau, base=10, min=-1, max=np.log10(5),
-                                              step=0.01, description="temperature τ",
-                                              continuous_update=True,
-                                              style={"description_width": "initial"})}
+    controls = {"tau": log_slider(tau, 0.1, 5.0, description="temperature τ")}
     return Explorer(view, controls, {"sample": lambda ex: ex.view.resample()})
 
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from .. import scores
 from ..attention import softmax
 from ..plotting import bar_weights, to_numpy
-from ._core import Explorer, View
+from ._core import Explorer, View, log_slider, token_dropdown
 
 __all__ = [
     "CosineTemperatureView",
@@ -213,12 +213,8 @@ def cosine_temperature_explorer(tokens: Sequence[str], q: torch.Tensor, k: torch
                                 temperature: float = 1.0) -> Explorer:
     """A query-token picker and a temperature slider (0.01 to 10, log scale) for cosine scores."""
     view = CosineTemperatureView(tokens, q, k, key_tokens, query)
-    options = [(f"{i}: {t}", i) for i, t in enumerate(tokens)]
     controls = {
-        "query": widgets.Dropdown(options=options, value=query, description="query"),
-        "temperature": widgets.FloatLogSlider(value=temperature, base=10, min=-2, max=1,
-                                              step=0.01, description="temperature T",
-                                              continuous_update=True,
-                                              style={"description_width": "initial"}),
+        "query": token_dropdown(tokens, query),
+        "temperature": log_slider(temperature, 0.01, 10.0),
     }
     return Explorer(view, controls)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..attention import softmax
 from ..plotting import bar_weights, show_heatmaps, to_numpy
-from ._core import Explorer, View
+from ._core import Explorer, View, log_slider, token_dropdown
 
 __all__ = ["AttentionView", "attention_explorer", "tempered_weights"]
 
@@ -71,12 +70,8 @@ def attention_explorer(tokens: Sequence[str], q: torch.Tensor, k: torch.Tensor,
                        temperature: float = 1.0) -> Explorer:
     """A query-token picker and a temperature slider (0.05 to 20, log scale)."""
     view = AttentionView(tokens, q, k, key_tokens, query)
-    options = [(f"{i}: {t}", i) for i, t in enumerate(tokens)]
     controls = {
-        "query": widgets.Dropdown(options=options, value=query, description="query"),
-        "temperature": widgets.FloatLogSlider(value=temperature, base=10, min=-1.3, max=1.3,
-                                              step=0.01, description="temperature T",
-                                              continuous_update=True,
-                                              style={"description_width": "initial"}),
+        "query": token_dropdown(tokens, query),
+        "temperature": log_slider(temperature, 10**-1.3, 10**1.3),
     }
     return Explorer(view, controls)
