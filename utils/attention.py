@@ -57,6 +57,24 @@ def softmax(scores: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = Non
     return weights.masked_fill(dead, 0.0)
 
 
+def _normalise_in_place(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``softmax(scores, mask=mask)`` written into ``scores`` itself (a temporary of ours):
+    it saves allocating and touching a second N × N tensor. Same results, no autograd."""
+    if scores.requires_grad or not torch.isfinite(scores.sum()):
+        return softmax(scores, dim=-1, mask=mask)  # the general path (checks, gradients)
+    dead = None
+    if mask is not None:
+        _validate.bool_mask("mask", mask, tuple(scores.shape))
+        scores.masked_fill_(~mask, float("-inf"))
+        dead = ~mask.any(dim=-1, keepdim=True)
+        if dead.any():
+            scores.masked_fill_(dead, 0.0)  # a query that may attend to nothing gets 0, not NaN
+        else:
+            dead = None
+    torch.softmax(scores, dim=-1, out=scores)
+    return scores if dead is None else scores.masked_fill_(dead, 0.0)
+
+
 def scaled_dot_product_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -83,7 +101,7 @@ def scaled_dot_product_attention(
     else:
         _validate.positive("scale", scale)
     scores = (q * scale) @ k.transpose(-2, -1)  # scaling q costs N·d, not N²
-    weights = softmax(scores, dim=-1, mask=mask)
+    weights = _normalise_in_place(scores, mask)
     return weights @ v, weights
 
 
