@@ -19,6 +19,11 @@ __all__ = ["Case", "CheckResult", "run_check"]
 PASS, NOT_ATTEMPTED, FAIL = "pass", "not attempted", "fail"
 
 
+def randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    """A float64 standard-normal tensor from its own seeded generator (check inputs)."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
 @dataclass
 class CheckResult:
     """The outcome of a check: ``status`` is "pass", "not attempted" or "fail";

@@ -10,6 +10,7 @@ import torch
 from ..attention import scaled_dot_product_attention, softmax
 from ..masks import causal_mask
 from ._core import FAIL, Case, CheckResult, run_check
+from ._core import randn as _randn
 
 __all__ = [
     "check_causal_attention",
@@ -18,9 +19,6 @@ __all__ = [
     "check_padded_causal_softmax",
 ]
 
-
-def _randn(*shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def _ones(n_q: int, n_k: int) -> torch.Tensor:

@@ -9,12 +9,10 @@ import torch
 from ..attention import cross_attention, scaled_dot_product_attention, softmax
 from ..masks import padding_mask
 from ._core import Case, CheckResult, run_check
+from ._core import randn as _randn
 
 __all__ = ["check_alignment", "check_cross_attention", "check_padded_attention"]
 
-
-def _randn(*shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 # ---------------------------------------------------------------- exercise 1: cross-attention

@@ -17,6 +17,7 @@ import torch
 from ..attention import scaled_dot_product_attention
 from ..multihead import merge_heads, split_heads
 from ._core import FAIL, Case, CheckResult, _compare, run_check
+from ._core import randn as _randn
 
 __all__ = [
     "check_count_parameters",
@@ -30,9 +31,6 @@ __all__ = [
 ATOL = 1e-6
 Bugs = dict[str, tuple[Callable, str]]
 
-
-def _randn(*shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def _check(name: str, student: Callable, reference: Callable, cases: list[Case], bugs: Bugs,

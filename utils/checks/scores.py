@@ -8,12 +8,10 @@ import torch
 
 from ..scores import additive, general
 from ._core import FAIL, NOT_ATTEMPTED, PASS, Case, CheckResult, run_check
+from ._core import randn as _randn
 
 __all__ = ["check_additive_scores", "check_general_scores", "check_score_variance"]
 
-
-def _randn(*shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def _staged(name: str, fn, reference, stages: list[list[Case]], bugs) -> CheckResult:

@@ -9,12 +9,10 @@ import torch
 from ..attention import scaled_dot_product_attention, self_attention, softmax
 from ..masks import causal_mask
 from ._core import Case, CheckResult, run_check
+from ._core import randn as _randn
 
 __all__ = ["check_permutation_check", "check_self_attention", "check_softmax"]
 
-
-def _randn(*shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def _naive_softmax(scores, dim=-1):

@@ -8,13 +8,11 @@ import torch
 from ..attention import scaled_dot_product_attention
 from ..masks import sliding_window_mask
 from ._core import FAIL, NOT_ATTEMPTED, PASS, Case, CheckResult, run_check
+from ._core import randn as _randn
 
 __all__ = ["check_bigbird_mask", "check_blockwise_attention", "check_sliding_window_mask",
            "window_pairs"]
 
-
-def _randn(*shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def window_pairs(n: int, window: int) -> int:
