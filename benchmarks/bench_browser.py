@@ -51,9 +51,13 @@ GOAL_LATENCY_MS, GOAL_RUN_ALL_S = 50.0, 5.0
 # clock start: the control's key (or click) event; clock stop: the first animation frame
 # after the widget's image has its new, decoded PNG. On the way: when the kernel said "busy"
 # (it has the message) and when the new PNG arrived (the kernel's work is done)
-_INSTRUMENT_JS = """([img, control, event]) => {
+_INSTRUMENT_JS = """([root, control, event]) => {
   window.__presses = [];
   let press = null;
+  // the widget's shown image: replaced in place (src) or, for a pre-rendered slider, swapped
+  // for another frame of a Stack (a new <img>): watch the whole widget for either
+  const shown = () => root.querySelector('img.widget-image');
+  let lastSrc = shown() ? shown().src : null;
   control.addEventListener(event, e => { press = {start: e.timeStamp}; }, {capture: true});
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
   kernel.anyMessage.connect((_, {msg, direction}) => {
@@ -66,12 +70,14 @@ _INSTRUMENT_JS = """([img, control, event]) => {
       press.png = press.png ?? t;
   });
   new MutationObserver(() => {
-    if (press === null) return;
+    const img = shown();
+    if (press === null || !img || !img.src || img.src === lastSrc) return;
+    lastSrc = img.src;
     const p = press; press = null;
     img.decode().then(() => requestAnimationFrame(() => {
       p.shown = performance.now(); window.__presses.push(p);
     }));
-  }).observe(img, {attributes: true, attributeFilter: ['src']});
+  }).observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
 }"""
 
 
@@ -108,11 +114,10 @@ def _control(nb: NotebookPage, widget):
 
 def measure_latency(nb: NotebookPage, widget, presses: int, warmup: int = 2) -> dict:
     """Latencies (ms) of ``presses`` moves of one of the widget's controls (see _control)."""
-    img = nb.image(widget)
     what, control, event, act = _control(nb, widget)
     widget.scroll_into_view_if_needed()
     nb.track_messages()
-    nb.page.evaluate(_INSTRUMENT_JS, [img.element_handle(), control.element_handle(), event])
+    nb.page.evaluate(_INSTRUMENT_JS, [widget.element_handle(), control.element_handle(), event])
     for i in range(warmup + presses):
         act(i)
         nb.page.wait_for_function("n => window.__presses.length >= n", arg=i + 1,
@@ -122,7 +127,8 @@ def measure_latency(nb: NotebookPage, widget, presses: int, warmup: int = 2) -> 
     latencies = [p["shown"] - p["start"] for p in presses_]
 
     def phase(a: str, b: str) -> float:
-        return statistics.median(p[b] - p[a] for p in presses_ if a in p and b in p)
+        spans = [p[b] - p[a] for p in presses_ if a in p and b in p]
+        return statistics.median(spans) if spans else float("nan")  # e.g. no PNG: pre-rendered
 
     return {"control": what, "n": len(latencies), "median": statistics.median(latencies),
             "p90": _percentile(latencies, 90), "max": max(latencies),

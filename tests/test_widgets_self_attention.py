@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipywidgets as widgets
 import numpy as np
 import pytest
 import torch
 
 from utils.examples import running_example
-from utils.widgets import AttentionView, attention_explorer, tempered_weights
+from utils.widgets import AttentionView, Explorer, attention_explorer, tempered_weights
 
 
 @pytest.fixture
@@ -22,7 +23,8 @@ def _bar_heights(explorer) -> np.ndarray:
 
 def test_temperature_slider_changes_the_figure(explorer):
     before_png, before_bars = explorer.image.value, _bar_heights(explorer)
-    explorer.controls["temperature"].value = 5.0
+    slider = explorer.controls["temperature"]
+    slider.value = slider.options[-5][1]  # T ≈ 5
     assert explorer.image.value != before_png
     assert not np.allclose(_bar_heights(explorer), before_bars)
     assert np.allclose(_bar_heights(explorer), explorer.state["row"].numpy())
@@ -34,10 +36,10 @@ def test_query_picker_moves_the_outline(explorer):
     assert torch.equal(explorer.state["row"], explorer.state["weights"][1])
 
 
-@pytest.mark.parametrize("value", ["min", "max"])
-def test_slider_extremes_stay_finite(explorer, value):
+@pytest.mark.parametrize("index", [0, -1])
+def test_slider_extremes_stay_finite(explorer, index):
     slider = explorer.controls["temperature"]
-    slider.value = 10 ** getattr(slider, value)
+    slider.value = slider.options[index][1]
     w = explorer.state["weights"]
     assert torch.isfinite(w).all()
     assert torch.allclose(w.sum(-1), torch.ones(w.shape[0], dtype=w.dtype))
@@ -70,3 +72,27 @@ def test_repr_is_stable_text(explorer):
     bundle = explorer._repr_mimebundle_()
     assert bundle["text/plain"] == "AttentionView explorer: run the notebook to interact"
     assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_every_temperature_is_drawn_in_advance_and_linked_in_the_browser(explorer):
+    slider = explorer.controls["temperature"]
+    frames = explorer.frames.children
+    assert len(frames) == len(slider.options) == 27
+    assert len({f.value for f in frames}) == len(frames), "each temperature has its own frame"
+    assert explorer.image is frames[slider.index]
+    renders = explorer.n_renders
+    slider.value = slider.options[3][1]
+    assert explorer.n_renders == renders, "moving the slider must not redraw: frames are ready"
+    assert explorer.frames.selected_index == 3 and explorer.image is frames[3]
+    before = frames[3].value
+    explorer.controls["query"].value = 1  # another control: every frame is redrawn
+    assert explorer.n_renders == renders + 1 and explorer.image is frames[3]
+    assert frames[3].value != before
+
+
+def test_prerender_needs_a_selection_slider():
+    ex = running_example()
+    view = AttentionView(ex.tokens, ex.x @ ex.w_q, ex.x @ ex.w_k)
+    with pytest.raises(TypeError, match="prerender"):
+        Explorer(view, {"query": widgets.IntSlider(0, 0, 9), "temperature": widgets.FloatSlider(1.0)},
+                 prerender="temperature")

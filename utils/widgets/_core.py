@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-__all__ = ["Explorer", "View", "log_slider", "render_png", "token_dropdown"]
+__all__ = ["Explorer", "View", "log_slider", "log_steps", "render_png", "token_dropdown"]
 
 
 def _canvas(fig: Figure) -> FigureCanvasAgg:
@@ -51,6 +51,14 @@ def token_dropdown(tokens, value: int = 0, description: str = "query") -> widget
     """Pick a position by its token (options read "i: token")."""
     return widgets.Dropdown(options=[(f"{i}: {t}", i) for i, t in enumerate(tokens)], value=value,
                             description=description)
+
+
+def log_steps(lo: float, hi: float, per_decade: int = 10) -> list[tuple[str, float]]:
+    """``(label, value)`` options from ``lo`` to ``hi`` in equal log steps, 1.0 included
+    when in range: for a ``SelectionSlider`` whose frames can be drawn in advance."""
+    first, last = round(math.log10(lo) * per_decade), round(math.log10(hi) * per_decade)
+    values = [10 ** (k / per_decade) for k in range(first, last + 1)]
+    return [(f"{v:.3g}", v) for v in values]
 
 
 def log_slider(value: float, lo: float, hi: float, description: str = "temperature T",
@@ -114,18 +122,34 @@ class Explorer:
         view: the view to drive.
         controls: ``{parameter name: value widget}``; each change calls ``view.update``.
         buttons: ``{label: callback(explorer)}``; each click runs the callback, then redraws.
+        prerender: the name of a ``SelectionSlider`` among ``controls`` whose every position
+            is drawn in advance into a ``widgets.Stack`` of images, linked to the slider in
+            the browser (``jslink``): moving it shows a ready frame with no kernel round
+            trip. Any other change redraws all its frames, so keep its options few (~30).
     """
 
     def __init__(self, view: View, controls: dict[str, widgets.ValueWidget],
-                 buttons: dict[str, Callable[[Explorer], None]] | None = None):
+                 buttons: dict[str, Callable[[Explorer], None]] | None = None,
+                 prerender: str | None = None):
         self.view = view
         self.controls = controls
         self.buttons = {}
         self.state: dict = {}
-        self.image = widgets.Image(format="png")
         self.n_renders = 0
-        for control in controls.values():
-            control.observe(self._on_change, names="value")
+        self.prerender = prerender
+        if prerender is None:
+            self.frames = None
+            self._image = widgets.Image(format="png")
+        else:
+            slider = controls.get(prerender)
+            if not isinstance(slider, widgets.SelectionSlider):
+                raise TypeError(f"prerender={prerender!r} must name a SelectionSlider among the "
+                                f"controls {sorted(controls)}")
+            self.frames = widgets.Stack([widgets.Image(format="png") for _ in slider.options],
+                                        selected_index=slider.index)
+            widgets.jslink((slider, "index"), (self.frames, "selected_index"))
+        for name, control in controls.items():
+            control.observe(lambda _change, n=name: self._on_change(n), names="value")
         for label, callback in (buttons or {}).items():
             button = widgets.Button(description=label)
             button.on_click(lambda _b, cb=callback: self._run(cb))
@@ -136,24 +160,44 @@ class Explorer:
     def params(self) -> dict:
         return {name: c.value for name, c in self.controls.items()}
 
-    def _on_change(self, _change) -> None:
-        self.refresh()
+    @property
+    def image(self) -> widgets.Image:
+        """The image shown now (with ``prerender``: the slider's current frame)."""
+        if self.frames is None:
+            return self._image
+        return self.frames.children[self.frames.selected_index]
+
+    def _on_change(self, name: str) -> None:
+        if name == self.prerender:  # the frame is drawn already: only the numbers change
+            self.frames.selected_index = self.controls[name].index  # the browser did it too
+            self.state = self.view.update(**self.params)
+        else:
+            self.refresh()
 
     def _run(self, callback: Callable[[Explorer], None]) -> None:
         callback(self)
         self.refresh()
 
     def refresh(self) -> None:
-        """Recompute the view for the current control values and push a new PNG."""
-        self.state = self.view.update(**self.params)
-        self.image.value = self.view.render()
+        """Recompute the view for the current control values and push new PNG(s)."""
+        params = self.params
+        if self.frames is not None:
+            values = [o[1] if isinstance(o, tuple) else o
+                      for o in self.controls[self.prerender].options]
+            for frame, value in zip(self.frames.children, values, strict=True):
+                self.view.update(**{**params, self.prerender: value})
+                frame.value = self.view.render()
+            self.state = self.view.update(**params)
+        else:
+            self.state = self.view.update(**params)
+            self._image.value = self.view.render()
         self.n_renders += 1
 
     @property
     def widget(self) -> widgets.Widget:
         row = list(self.controls.values()) + list(self.buttons.values())
         return widgets.VBox([widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap")),
-                             self.image])
+                             self._image if self.frames is None else self.frames])
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget._repr_mimebundle_(**kwargs)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..attention import softmax
 from ..plotting import bar_weights, show_heatmaps, to_numpy
-from ._core import Explorer, View, log_slider, token_dropdown
+from ._core import Explorer, View, log_steps, token_dropdown
 
 __all__ = ["AttentionView", "attention_explorer", "tempered_weights"]
 
@@ -68,10 +69,15 @@ class AttentionView(View):
 def attention_explorer(tokens: Sequence[str], q: torch.Tensor, k: torch.Tensor,
                        key_tokens: Sequence[str] | None = None, query: int = 0,
                        temperature: float = 1.0) -> Explorer:
-    """A query-token picker and a temperature slider (0.05 to 20, log scale)."""
+    """A query-token picker and a temperature slider (0.05 to 20, 10 log steps a decade)."""
     view = AttentionView(tokens, q, k, key_tokens, query)
+    steps = log_steps(0.05, 20.0)
+    value = min((v for _, v in steps), key=lambda v: abs(math.log(v / temperature)))
     controls = {
         "query": token_dropdown(tokens, query),
-        "temperature": log_slider(temperature, 10**-1.3, 10**1.3),
+        # every temperature is drawn in advance: the slider answers in the browser
+        "temperature": widgets.SelectionSlider(options=steps, value=value,
+                                               description="temperature T",
+                                               style={"description_width": "initial"}),
     }
-    return Explorer(view, controls)
+    return Explorer(view, controls, prerender="temperature")
