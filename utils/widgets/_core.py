@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-__all__ = ["Explorer", "View", "log_slider", "log_steps", "render_png", "token_dropdown"]
+__all__ = ["Explorer", "View", "log_slider", "log_steps", "log_steps_slider", "render_png", "token_dropdown"]
 
 
 def _canvas(fig: Figure) -> FigureCanvasAgg:
@@ -59,6 +59,16 @@ def log_steps(lo: float, hi: float, per_decade: int = 10) -> list[tuple[str, flo
     first, last = round(math.log10(lo) * per_decade), round(math.log10(hi) * per_decade)
     values = [10 ** (k / per_decade) for k in range(first, last + 1)]
     return [(f"{v:.3g}", v) for v in values]
+
+
+def log_steps_slider(value: float, lo: float, hi: float,
+                     description: str = "temperature T") -> widgets.SelectionSlider:
+    """A slider over :func:`log_steps` (starting at the step nearest ``value``), for an
+    explorer that pre-renders its frames (``Explorer(..., prerender=name)``)."""
+    steps = log_steps(lo, hi)
+    nearest = min((v for _, v in steps), key=lambda v: abs(math.log(v / value)))
+    return widgets.SelectionSlider(options=steps, value=nearest, description=description,
+                                   style={"description_width": "initial"})
 
 
 def log_slider(value: float, lo: float, hi: float, description: str = "temperature T",

@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle
 from ..attention import softmax
 from ..masks import padding_mask
 from ..plotting import show_heatmaps, to_numpy
-from ._core import Explorer, View, log_slider
+from ._core import Explorer, View, log_steps_slider
 from .self_attention import tempered_weights
 
 __all__ = ["AlignmentView", "PaddingView", "alignment_explorer", "padded_weights",
@@ -119,15 +119,15 @@ class AlignmentView(View):
 def alignment_explorer(target_tokens: Sequence[str], source_tokens: Sequence[str],
                        q: torch.Tensor, k: torch.Tensor, target: int = 0,
                        temperature: float = 1.0) -> Explorer:
-    """A target-token picker and a temperature slider (0.05 to 20, log scale)."""
+    """A target-token picker and a temperature slider (0.05 to 20, 10 log steps a decade)."""
     view = AlignmentView(target_tokens, source_tokens, q, k, target)
     options = [(f"{i}: {t}", i) for i, t in enumerate(target_tokens)]
     controls = {
         "target": widgets.Dropdown(options=options, value=target, description="target token",
                                    style={"description_width": "initial"}),
-        "temperature": log_slider(temperature, 10**-1.3, 10**1.3),
+        "temperature": log_steps_slider(temperature, 0.05, 20.0),  # drawn in advance
     }
-    return Explorer(view, controls)
+    return Explorer(view, controls, prerender="temperature")
 
 
 def padded_weights(q: torch.Tensor, k: torch.Tensor, lengths: torch.Tensor,
@@ -257,6 +257,6 @@ def padding_explorer(target_tokens: Sequence[Sequence[str]],
                                   style={"description_width": "initial"}),
         "masked": widgets.Checkbox(value=masked, description="key padding mask",
                                    indent=False),
-        "temperature": log_slider(temperature, 10**-1.3, 10**1.3),
+        "temperature": log_steps_slider(temperature, 0.05, 20.0),  # drawn in advance
     }
-    return Explorer(view, controls)
+    return Explorer(view, controls, prerender="temperature")

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from .. import scores
 from ..attention import softmax
 from ..plotting import bar_weights, to_numpy
-from ._core import Explorer, View, log_slider, token_dropdown
+from ._core import Explorer, View, log_steps_slider, token_dropdown
 
 __all__ = [
     "CosineTemperatureView",
@@ -211,10 +211,11 @@ class CosineTemperatureView(View):
 def cosine_temperature_explorer(tokens: Sequence[str], q: torch.Tensor, k: torch.Tensor,
                                 key_tokens: Sequence[str] | None = None, query: int = 0,
                                 temperature: float = 1.0) -> Explorer:
-    """A query-token picker and a temperature slider (0.01 to 10, log scale) for cosine scores."""
+    """A query-token picker and a temperature slider (0.01 to 10, 10 log steps a decade)
+    for cosine scores."""
     view = CosineTemperatureView(tokens, q, k, key_tokens, query)
     controls = {
         "query": token_dropdown(tokens, query),
-        "temperature": log_slider(temperature, 0.01, 10.0),
+        "temperature": log_steps_slider(temperature, 0.01, 10.0),  # drawn in advance
     }
-    return Explorer(view, controls)
+    return Explorer(view, controls, prerender="temperature")

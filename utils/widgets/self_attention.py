@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..attention import softmax
 from ..plotting import bar_weights, show_heatmaps, to_numpy
-from ._core import Explorer, View, log_steps, token_dropdown
+from ._core import Explorer, View, log_steps_slider, token_dropdown
 
 __all__ = ["AttentionView", "attention_explorer", "tempered_weights"]
 
@@ -71,13 +70,9 @@ def attention_explorer(tokens: Sequence[str], q: torch.Tensor, k: torch.Tensor,
                        temperature: float = 1.0) -> Explorer:
     """A query-token picker and a temperature slider (0.05 to 20, 10 log steps a decade)."""
     view = AttentionView(tokens, q, k, key_tokens, query)
-    steps = log_steps(0.05, 20.0)
-    value = min((v for _, v in steps), key=lambda v: abs(math.log(v / temperature)))
     controls = {
         "query": token_dropdown(tokens, query),
         # every temperature is drawn in advance: the slider answers in the browser
-        "temperature": widgets.SelectionSlider(options=steps, value=value,
-                                               description="temperature T",
-                                               style={"description_width": "initial"}),
+        "temperature": log_steps_slider(temperature, 0.05, 20.0),
     }
     return Explorer(view, controls, prerender="temperature")
