@@ -17,11 +17,13 @@ How it measures:
   every press changes the value; a widget without a slider is timed on its first dropdown
   or toggle group, switched between two options, else on its first button). In the page,
   the key's ``keydown`` event time starts the clock; a MutationObserver sees the widget's
-  ``<img>`` get its new PNG, waits until the image is decoded, and stops the clock in the
-  next ``requestAnimationFrame`` callback: the frame that paints the new pixels. So it
-  covers the browser → kernel message, the Python update and PNG encoding, the kernel →
-  browser message and the decoding. Two warm-up presses, then ``--presses`` measured ones,
-  each after the kernel has finished the previous one; median and 90th percentile.
+  ``<img>`` get its new PNG (or, for a pre-rendered slider, another frame become visible),
+  waits until the image is decoded, and stops the clock in the next
+  ``requestAnimationFrame`` callback: the frame that paints the new pixels. So it covers the
+  browser → kernel message, the Python update and PNG encoding, the kernel → browser
+  message and the decoding (a pre-rendered slider needs none of the kernel steps). Two
+  warm-up presses, then ``--presses`` measured ones, each after the kernel has finished the
+  previous one; median and 90th percentile.
   Goal: median ≤ 50 ms.
 * **Run All**: from the "run all cells" command to every code cell numbered and the status
   bar's kernel status "Idle", outputs cleared first; the kernel is already started (its
@@ -54,10 +56,11 @@ GOAL_LATENCY_MS, GOAL_RUN_ALL_S = 50.0, 5.0
 _INSTRUMENT_JS = """([root, control, event]) => {
   window.__presses = [];
   let press = null;
-  // the widget's shown image: replaced in place (src) or, for a pre-rendered slider, swapped
-  // for another frame of a Stack (a new <img>): watch the whole widget for either
-  const shown = () => root.querySelector('img.widget-image');
-  let lastSrc = shown() ? shown().src : null;
+  // the widget's shown image: replaced in place (src) or, for a pre-rendered slider, another
+  // frame of its Tab made visible (a class change): watch the whole widget for either
+  const shown = () => [...root.querySelectorAll('img.widget-image')].find(
+    i => i.offsetParent !== null);
+  let lastImg = shown(), lastSrc = lastImg ? lastImg.src : null;
   control.addEventListener(event, e => { press = {start: e.timeStamp}; }, {capture: true});
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
   kernel.anyMessage.connect((_, {msg, direction}) => {
@@ -71,13 +74,13 @@ _INSTRUMENT_JS = """([root, control, event]) => {
   });
   new MutationObserver(() => {
     const img = shown();
-    if (press === null || !img || !img.src || img.src === lastSrc) return;
-    lastSrc = img.src;
+    if (press === null || !img || !img.src || (img === lastImg && img.src === lastSrc)) return;
+    lastImg = img; lastSrc = img.src;
     const p = press; press = null;
     img.decode().then(() => requestAnimationFrame(() => {
       p.shown = performance.now(); window.__presses.push(p);
     }));
-  }).observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+  }).observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['src', 'class']});
 }"""
 
 

@@ -236,7 +236,15 @@ _DIGEST_JS = """async (img) => {
   return [...new Uint8Array(h)].map(b => b.toString(16).padStart(2, '0')).join('');
 }"""
 
-_NEW_IMAGE_JS = """([img, old]) => img.src !== old && img.complete && img.naturalWidth > 0"""
+# the widget's image on show: an explorer's own image, or the visible frame of a
+# pre-rendered slider (the other frames are hidden)
+_SHOWN_IMAGE_JS = """w => [...w.querySelectorAll('img.widget-image')].find(i => i.offsetParent !== null)"""
+
+# a new image is on show (another frame, or new pixels in the same <img>) and is loaded
+_NEW_IMAGE_JS = f"""([w, old]) => {{
+  const i = ({_SHOWN_IMAGE_JS})(w);
+  return i && !(i.dataset.courseBefore === '1' && i.src === old) && i.complete && i.naturalWidth > 0;
+}}"""
 
 WIDGET_SELECTOR = ".jp-Notebook .jp-OutputArea-output:has(> .jupyter-widgets)"
 SLIDER_HANDLE = ".widget-slider .noUi-handle"
@@ -326,7 +334,8 @@ class NotebookPage:
     # -- driving widgets ------------------------------------------------------------------
     @staticmethod
     def image(widget):
-        return widget.locator("img.widget-image").first
+        """The widget's image on show (for a pre-rendered slider: its visible frame)."""
+        return widget.locator("img.widget-image").filter(visible=True).first
 
     def digest(self, widget) -> str:
         """SHA-256 of the pixels the widget's image shows now."""
@@ -362,14 +371,21 @@ class NotebookPage:
         Returns the pixel digests (before, after); equal if the image was not replaced."""
         img = self.image(widget)
         before_src, before = img.get_attribute("src"), self.digest(widget)
-        self.track_messages()
-        action()
-        self.settle()
-        if img.get_attribute("src") == before_src:
-            return before, before
-        self.page.wait_for_function(_NEW_IMAGE_JS, arg=[img.element_handle(), before_src],
-                                    timeout=self.timeout)
-        return before, self.digest(widget)
+        img.evaluate("i => { i.dataset.courseBefore = '1'; }")
+        try:
+            self.track_messages()
+            action()
+            self.settle()
+            if self.page.evaluate(f"""([w, old]) => {{ const i = ({_SHOWN_IMAGE_JS})(w);
+                                     return i.dataset.courseBefore === '1' && i.src === old; }}""",
+                                  [widget.element_handle(), before_src]):
+                return before, before
+            self.page.wait_for_function(_NEW_IMAGE_JS, arg=[widget.element_handle(), before_src],
+                                        timeout=self.timeout)
+            return before, self.digest(widget)
+        finally:
+            widget.evaluate("w => w.querySelectorAll('img[data-course-before]')"
+                            ".forEach(i => { delete i.dataset.courseBefore; })")
 
     # -- the controls of a widget -------------------------------------------------------
     @staticmethod

@@ -80,6 +80,13 @@ def log_slider(value: float, lo: float, hi: float, description: str = "temperatu
                                   style={"description_width": "initial"})
 
 
+# hides the tab bar of a pre-rendered slider's frames (CSS only: no script)
+_FRAMES_CSS = """<style>
+.course-frames > .lm-TabBar { display: none !important; }
+.course-frames > .widget-tab-contents { border: 0 !important; padding: 0 !important; }
+</style>"""
+
+
 class View:
     """A figure with artists updated in place. Subclasses set ``self.fig`` and ``update``.
 
@@ -133,9 +140,12 @@ class Explorer:
         controls: ``{parameter name: value widget}``; each change calls ``view.update``.
         buttons: ``{label: callback(explorer)}``; each click runs the callback, then redraws.
         prerender: the name of a ``SelectionSlider`` among ``controls`` whose every position
-            is drawn in advance into a ``widgets.Stack`` of images, linked to the slider in
-            the browser (``jslink``): moving it shows a ready frame with no kernel round
-            trip. Any other change redraws all its frames, so keep its options few (~30).
+            is drawn in advance as one frame (image) of a ``widgets.Tab`` whose tab bar is
+            hidden and whose ``selected_index`` is linked to the slider in the browser
+            (``jslink``): moving it shows another, already decoded frame, with no kernel
+            round trip. (A ``widgets.Stack`` would build a new image view at every step,
+            which costs more than twice as much.) Any other change redraws all its frames,
+            so keep its options few (~30).
     """
 
     def __init__(self, view: View, controls: dict[str, widgets.ValueWidget],
@@ -155,8 +165,9 @@ class Explorer:
             if not isinstance(slider, widgets.SelectionSlider):
                 raise TypeError(f"prerender={prerender!r} must name a SelectionSlider among the "
                                 f"controls {sorted(controls)}")
-            self.frames = widgets.Stack([widgets.Image(format="png") for _ in slider.options],
-                                        selected_index=slider.index)
+            self.frames = widgets.Tab([widgets.Image(format="png") for _ in slider.options],
+                                      selected_index=slider.index)
+            self.frames.add_class("course-frames")
             widgets.jslink((slider, "index"), (self.frames, "selected_index"))
         for name, control in controls.items():
             control.observe(lambda _change, n=name: self._on_change(n), names="value")
@@ -206,8 +217,12 @@ class Explorer:
     @property
     def widget(self) -> widgets.Widget:
         row = list(self.controls.values()) + list(self.buttons.values())
-        return widgets.VBox([widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap")),
-                             self._image if self.frames is None else self.frames])
+        parts = [widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap"))]
+        if self.frames is None:
+            parts.append(self._image)
+        else:
+            parts += [widgets.HTML(_FRAMES_CSS), self.frames]
+        return widgets.VBox(parts)
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget._repr_mimebundle_(**kwargs)
