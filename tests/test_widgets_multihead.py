@@ -40,7 +40,9 @@ def test_head_count_explorer_every_count_and_head(ex):
     assert e.image.value != image
     for h in e.controls["n_heads"].options:  # both extremes: one head of 12, twelve of 1
         e.controls["n_heads"].value = h
-        assert e.controls["head"].max == h - 1
+        assert e.controls["head"].options == tuple(range(h))
+        assert len(e.frames.children) == h, "one pre-rendered frame per head"
+        assert e.image is e.frames.children[e.frames.selected_index]
         assert e.state["weights"].shape == (h, 10, 10) and _finite(e.state)
         torch.testing.assert_close(e.state["weights"].sum(-1), torch.ones(h, 10, dtype=ex.x.dtype))
         e.controls["head"].value = h - 1

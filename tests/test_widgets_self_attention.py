@@ -96,3 +96,21 @@ def test_prerender_needs_a_selection_slider():
     with pytest.raises(TypeError, match="prerender"):
         Explorer(view, {"query": widgets.IntSlider(0, 0, 9), "temperature": widgets.FloatSlider(1.0)},
                  prerender="temperature")
+
+
+def test_prerender_any_single_choice_control_and_follow_its_options():
+    ex = running_example()
+    view = AttentionView(ex.tokens, ex.x @ ex.w_q, ex.x @ ex.w_k)
+    query = widgets.Dropdown(options=[(t, i) for i, t in enumerate(ex.tokens)], value=2)
+    explorer = Explorer(view, {"query": query, "temperature": widgets.FloatSlider(1.0)},
+                        prerender="query")
+    assert len(explorer.frames.children) == len(ex.tokens) and explorer.image is explorer.frames.children[2]
+    link = explorer.frames_link  # the browser switches frames without the kernel
+    assert link.source == (query, "index") and link.target == (explorer.frames, "selected_index")
+    query.value = 5
+    assert explorer.n_renders == 1 and explorer.frames.selected_index == 5
+    np.testing.assert_allclose(explorer.state["row"].numpy(),
+                               view.update(query=5, temperature=1.0)["row"].numpy())
+    query.options = [(t, i) for i, t in enumerate(ex.tokens[:4])]  # fewer options: fewer frames
+    assert len(explorer.frames.children) == 4
+    assert explorer.image is explorer.frames.children[query.index]

@@ -122,4 +122,7 @@ def test_receptive_field_explorer_sliders_and_extremes():
             explorer.controls[name].value = value
             assert finite(explorer.state), (name, value)
             assert explorer.image.value != before, (name, value)
-    assert explorer.n_renders >= 10
+    # the depth is pre-rendered: only the 6 moves of the other sliders redrew (all frames)
+    assert explorer.n_renders == 1 + 6
+    assert len(explorer.frames.children) == ReceptiveFieldView.MAX_LAYERS + 1
+    assert explorer.image is explorer.frames.children[explorer.controls["layers"].value]

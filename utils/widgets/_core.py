@@ -80,6 +80,10 @@ def log_slider(value: float, lo: float, hi: float, description: str = "temperatu
                                   style={"description_width": "initial"})
 
 
+#: the controls whose options can be pre-rendered (``Explorer(..., prerender=name)``)
+PRERENDERABLE = (widgets.SelectionSlider, widgets.Dropdown, widgets.ToggleButtons,
+                 widgets.RadioButtons, widgets.Select)
+
 # hides the tab bar of a pre-rendered slider's frames (CSS only: no script)
 _FRAMES_CSS = """<style>
 .course-frames > .lm-TabBar { display: none !important; }
@@ -139,13 +143,16 @@ class Explorer:
         view: the view to drive.
         controls: ``{parameter name: value widget}``; each change calls ``view.update``.
         buttons: ``{label: callback(explorer)}``; each click runs the callback, then redraws.
-        prerender: the name of a ``SelectionSlider`` among ``controls`` whose every position
-            is drawn in advance as one frame (image) of a ``widgets.Tab`` whose tab bar is
-            hidden and whose ``selected_index`` is linked to the slider in the browser
-            (``jslink``): moving it shows another, already decoded frame, with no kernel
-            round trip. (A ``widgets.Stack`` would build a new image view at every step,
-            which costs more than twice as much.) Any other change redraws all its frames,
-            so keep its options few (~30).
+        prerender: the name of a single-choice control among ``controls`` (a
+            ``SelectionSlider``, ``Dropdown``, ``ToggleButtons``, ``RadioButtons`` or
+            ``Select``) whose every option is drawn in advance, as one frame (image) of a
+            ``widgets.Tab`` whose tab bar is hidden and whose ``selected_index`` is linked
+            to the control's ``index`` in the browser (``jslink``): moving the control
+            shows another, already decoded frame, with no kernel round trip. (A
+            ``widgets.Stack`` would build a new image view at every step, which costs
+            more than twice as much.) Any other change redraws all the frames, so keep the
+            options few (~30). The options may change (e.g. a head slider whose range
+            follows the number of heads): the frames follow.
     """
 
     def __init__(self, view: View, controls: dict[str, widgets.ValueWidget],
@@ -161,14 +168,16 @@ class Explorer:
             self.frames = None
             self._image = widgets.Image(format="png")
         else:
-            slider = controls.get(prerender)
-            if not isinstance(slider, widgets.SelectionSlider):
-                raise TypeError(f"prerender={prerender!r} must name a SelectionSlider among the "
-                                f"controls {sorted(controls)}")
-            self.frames = widgets.Tab([widgets.Image(format="png") for _ in slider.options],
-                                      selected_index=slider.index)
+            choice = controls.get(prerender)
+            if not isinstance(choice, PRERENDERABLE):
+                kinds = ", ".join(k.__name__ for k in PRERENDERABLE)
+                raise TypeError(f"prerender={prerender!r} must name one of the controls "
+                                f"{sorted(controls)} that is a {kinds}; got "
+                                f"{type(choice).__name__}")
+            self.frames = widgets.Tab()
             self.frames.add_class("course-frames")
-            widgets.jslink((slider, "index"), (self.frames, "selected_index"))
+            #: the browser-side link: the control's index picks the frame
+            self.frames_link = widgets.jslink((choice, "index"), (self.frames, "selected_index"))
         for name, control in controls.items():
             control.observe(lambda _change, n=name: self._on_change(n), names="value")
         for label, callback in (buttons or {}).items():
@@ -189,8 +198,10 @@ class Explorer:
         return self.frames.children[self.frames.selected_index]
 
     def _on_change(self, name: str) -> None:
-        if name == self.prerender:  # the frame is drawn already: only the numbers change
-            self.frames.selected_index = self.controls[name].index  # the browser did it too
+        choice = self.controls[name]
+        if name == self.prerender and len(self.frames.children) == len(choice.options):
+            # the frame is drawn already: only the numbers change
+            self.frames.selected_index = choice.index  # the browser did it too
             self.state = self.view.update(**self.params)
         else:
             self.refresh()
@@ -203,11 +214,19 @@ class Explorer:
         """Recompute the view for the current control values and push new PNG(s)."""
         params = self.params
         if self.frames is not None:
-            values = [o[1] if isinstance(o, tuple) else o
-                      for o in self.controls[self.prerender].options]
-            for frame, value in zip(self.frames.children, values, strict=True):
+            choice = self.controls[self.prerender]
+            # ipywidgets' rule: an option is a (label, value) pair or a bare value
+            values = [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in choice.options]
+            frames = list(self.frames.children)
+            if len(frames) != len(values):  # the options changed: as many frames as options
+                self.frames.selected_index = None
+                frames = (frames + [widgets.Image(format="png") for _ in values])[: len(values)]
+            for frame, value in zip(frames, values, strict=True):
                 self.view.update(**{**params, self.prerender: value})
                 frame.value = self.view.render()
+            if self.frames.children != tuple(frames):
+                self.frames.children = frames
+            self.frames.selected_index = choice.index
             self.state = self.view.update(**params)
         else:
             self.state = self.view.update(**params)

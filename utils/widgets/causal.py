@@ -239,7 +239,10 @@ def leakage_explorer(tokens: Sequence[str], x: torch.Tensor, w_q: torch.Tensor,
                      w_k: torch.Tensor, w_v: torch.Tensor,
                      vocabulary: Mapping[str, torch.Tensor], mode: str = "none",
                      position: int = 0, replacement: str | None = None) -> Explorer:
-    """Mask mode buttons, the position to change and its replacement token."""
+    """Mask mode buttons, the position to change and its replacement token.
+
+    The position is pre-rendered (every position drawn in advance: picking one answers in
+    the browser); the mode and the replacement redraw those frames."""
     view = LeakageView(tokens, x, w_q, w_k, w_v, vocabulary, mode, position, replacement)
     controls = {
         "mode": widgets.ToggleButtons(options=[(label, m) for m, label in MODES.items()],
@@ -248,4 +251,4 @@ def leakage_explorer(tokens: Sequence[str], x: torch.Tensor, w_q: torch.Tensor,
         "replacement": widgets.Dropdown(options=list(view.vocabulary),
                                         value=view.defaults["replacement"], description="into"),
     }
-    return Explorer(view, controls)
+    return Explorer(view, controls, prerender="position")

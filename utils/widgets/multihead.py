@@ -120,17 +120,22 @@ class HeadCountView(View):
 
 
 def head_count_explorer(example: HeadsExample, n_heads: int = 3, head: int = 0) -> Explorer:
-    """A number-of-heads picker (the divisors of d_model) and a head slider."""
+    """A number-of-heads picker (the divisors of d_model) and a head slider.
+
+    The head slider is pre-rendered (every head of the current H drawn in advance: it
+    answers in the browser); changing H redraws its frames."""
     view = HeadCountView(example, n_heads, head)
     count = widgets.Dropdown(options=view.options, value=n_heads, description="heads H")
-    pick = widgets.IntSlider(value=head, min=0, max=n_heads - 1, description="head",
-                             continuous_update=True)
+    pick = widgets.SelectionSlider(options=list(range(n_heads)), value=head, description="head")
 
     def fit_slider(change):  # registered before the explorer's observer: runs first
-        pick.max = change["new"] - 1
+        head = min(pick.value, change["new"] - 1)  # pulled back into range, not reset to 0
+        with pick.hold_trait_notifications():
+            pick.options = list(range(change["new"]))
+            pick.value = head
 
     count.observe(fit_slider, names="value")
-    return Explorer(view, {"n_heads": count, "head": pick})
+    return Explorer(view, {"n_heads": count, "head": pick}, prerender="head")
 
 
 class QueryHeadsView(View):

@@ -228,22 +228,31 @@ class ReceptiveFieldView(View):
         self.dynamic = [*self.images, self.local_line, self.global_line, self.marker,
                         self.summary]
 
+    _reach: tuple | None = None  # ((window, n_global), reach and share by layer) last computed
+
+    def _reach_by_layer(self, window: int, n_global: int) -> tuple:
+        """Reach and share of connected pairs for every depth (the same for every L: the
+        pre-rendered layer slider draws 33 frames from one computation)."""
+        if self._reach is None or self._reach[0] != (window, n_global):
+            n = self.N
+            local = masks.sliding_window_mask(n, window)
+            combined = local | masks.global_mask(n, range(n_global))
+            by_layer = [reach_by_layer(m, self.MAX_LAYERS) for m in (local, combined)]
+            shares = [r.float().mean(dim=(-2, -1)) for r in by_layer]
+            hops = [layers_to_reach_all(m) for m in (local, combined)]
+            self._reach = ((window, n_global), (*by_layer, *shares, *hops))
+        return self._reach[1]
+
     def update(self, layers: int, window: int, n_global: int) -> dict:
         n = self.N
-        local = masks.sliding_window_mask(n, window)
-        combined = local | masks.global_mask(n, range(n_global))
-        by_layer_local = reach_by_layer(local, self.MAX_LAYERS)
-        by_layer_global = reach_by_layer(combined, self.MAX_LAYERS)
-        share_local = by_layer_local.float().mean(dim=(-2, -1))
-        share_global = by_layer_global.float().mean(dim=(-2, -1))
+        (by_layer_local, by_layer_global, share_local, share_global, hops_local,
+         hops_global) = self._reach_by_layer(window, n_global)
         self.images[0].set_data(to_numpy(by_layer_local[layers]).astype(float))
         self.images[1].set_data(to_numpy(by_layer_global[layers]).astype(float))
         self.local_line.set_ydata(to_numpy(share_local))
         self.global_line.set_ydata(to_numpy(share_global))
         self.marker.set_data([layers, layers],
                              [share_local[layers].item(), share_global[layers].item()])
-        hops_local = layers_to_reach_all(local)
-        hops_global = layers_to_reach_all(combined)
         fmt = lambda h: "never" if h is None else f"{h}"  # noqa: E731
         self.summary.set_text(f"N = {n}, w = {window}, {n_global} global: every pair connected "
                               f"after\n{fmt(hops_local)} layers (local) · "
@@ -255,14 +264,17 @@ class ReceptiveFieldView(View):
 
 
 def receptive_field_explorer(layers: int = 4, window: int = 2, n_global: int = 1) -> Explorer:
-    """Sliders for the depth L, the window w and the number of global tokens (N = 64)."""
+    """Sliders for the depth L, the window w and the number of global tokens (N = 64).
+
+    The depth slider is pre-rendered (all 33 depths drawn in advance: it answers in the
+    browser); the other two redraw those frames, once the slider is released."""
     style = {"description_width": "initial"}
     controls = {
-        "layers": widgets.IntSlider(value=layers, min=0, max=ReceptiveFieldView.MAX_LAYERS,
-                                    description="layers L", style=style, continuous_update=True),
+        "layers": widgets.SelectionSlider(options=list(range(ReceptiveFieldView.MAX_LAYERS + 1)),
+                                          value=layers, description="layers L", style=style),
         "window": widgets.IntSlider(value=window, min=1, max=16, description="window w",
-                                    style=style, continuous_update=True),
+                                    style=style, continuous_update=False),
         "n_global": widgets.IntSlider(value=n_global, min=0, max=4, description="global tokens",
-                                      style=style, continuous_update=True),
+                                      style=style, continuous_update=False),
     }
-    return Explorer(ReceptiveFieldView(), controls)
+    return Explorer(ReceptiveFieldView(), controls, prerender="layers")
