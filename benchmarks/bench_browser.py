@@ -68,9 +68,10 @@ _INSTRUMENT_JS = """([root, control, event]) => {
     const t = performance.now();
     if (msg.header.msg_type === 'status' && msg.content.execution_state === 'busy')
       press.busy = press.busy ?? t;
-    else if (msg.header.msg_type === 'comm_msg' && msg.content.data.method === 'update' &&
-             (msg.buffers || []).length)
-      press.png = press.png ?? t;
+    else if (msg.header.msg_type === 'comm_msg' && msg.content.data.method === 'update') {
+      press.update = press.update ?? t;  // the kernel's first answer (e.g. a frame switch)
+      if ((msg.buffers || []).length) press.png = press.png ?? t;
+    }
   });
   new MutationObserver(() => {
     const img = shown();

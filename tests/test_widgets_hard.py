@@ -53,6 +53,34 @@ def test_hard_explorer_starts_empty_and_samples_one_then_a_hundred():
     assert ex.state["n"] == 0
 
 
+def test_sample_is_drawn_before_it_is_clicked():
+    ex = hard_explorer()  # prefetch="sample": two frames, the hidden one holds the next draw
+    plain = Explorer(wh.HardAttentionView(EX.tokens, CANDIDATES, ALPHA, VALUES, EX.features), {},
+                     {"sample": lambda e: e.view.add(1), "sample 100": lambda e: e.view.add(100)})
+    for label in ["sample"] * 5 + ["sample 100", "sample", "sample"]:
+        shown, hidden = ex.frames.selected_index, 1 - ex.frames.selected_index
+        ready = ex.frames.children[hidden].value
+        ex.buttons[label].click()
+        plain.buttons[label].click()
+        if label == "sample":  # the click showed the frame drawn in advance
+            assert ex.frames.selected_index == hidden and ex.image.value == ready
+        else:  # another button redraws the frame on show
+            assert ex.frames.selected_index == shown
+        # the same states and pixels as an explorer that draws after each click
+        assert ex.state["n"] == plain.state["n"] and ex.state["index"] == plain.state["index"]
+        assert torch.equal(ex.state["counts"], plain.state["counts"])
+        assert ex.image.value == plain.image.value
+
+
+def test_prefetch_needs_a_button_and_a_view_with_a_snapshot():
+    view = wh.HardAttentionView(EX.tokens, CANDIDATES, ALPHA, VALUES, EX.features)
+    with pytest.raises(ValueError, match="prefetch='draw' must be one of the buttons"):
+        Explorer(view, {}, {"sample": lambda e: e.view.add(1)}, prefetch="draw")
+    temperature = wh.TemperatureView(["a", "b"], torch.tensor([1.0, 0.0]))
+    with pytest.raises(TypeError, match="TemperatureView has no snapshot"):
+        Explorer(temperature, {}, {"resample": lambda e: None}, prefetch="resample")
+
+
 def test_hard_histogram_converges_to_alpha():
     view = wh.HardAttentionView(EX.tokens, CANDIDATES, ALPHA, VALUES, EX.features)
     for _ in range(49):  # what 49 clicks on "sample 100" do, without rendering each one

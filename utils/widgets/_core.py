@@ -16,6 +16,7 @@ control's ``.value`` (or ``.click()`` a button) and read ``explorer.state`` and
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 from collections.abc import Callable
@@ -124,6 +125,12 @@ class View:
             self.fig.draw_artist(artist)
         return _encode(np.asarray(canvas.buffer_rgba()))
 
+    def snapshot(self) -> dict:
+        """Parameters that ``update(**snapshot)`` takes to come back to the state now: what a
+        view needs so that its explorer can draw a button's next click in advance
+        (``Explorer(..., prefetch=label)``). Views without such a state do not have it."""
+        raise TypeError(f"{type(self).__name__} has no snapshot(): its explorer cannot prefetch")
+
     def update(self, **params) -> dict:  # pragma: no cover - abstract
         """Redraw for ``params``; return ``{name: array}`` of the numbers drawn."""
         raise NotImplementedError
@@ -153,18 +160,36 @@ class Explorer:
             more than twice as much.) Any other change redraws all the frames, so keep the
             options few (~30). The options may change (e.g. a head slider whose range
             follows the number of heads): the frames follow.
+        prefetch: the label of a button among ``buttons`` whose next click is drawn in
+            advance, into a hidden second frame: a click only switches frames (a few bytes
+            from the kernel, no new image), then the next click's frame is drawn. The
+            button's callback must be a deterministic step of the view (e.g. the next draw
+            of a fixed random stream) and the view must have :meth:`View.snapshot`.
     """
 
     def __init__(self, view: View, controls: dict[str, widgets.ValueWidget],
                  buttons: dict[str, Callable[[Explorer], None]] | None = None,
-                 prerender: str | None = None):
+                 prerender: str | None = None, prefetch: str | None = None):
         self.view = view
         self.controls = controls
         self.buttons = {}
         self.state: dict = {}
         self.n_renders = 0
         self.prerender = prerender
-        if prerender is None:
+        self.prefetch = prefetch
+        self._next_state: dict | None = None
+        self._callbacks = dict(buttons or {})
+        if prefetch is not None:
+            if prerender is not None:
+                raise ValueError("give prerender or prefetch, not both")
+            if prefetch not in self._callbacks:
+                raise ValueError(f"prefetch={prefetch!r} must be one of the buttons "
+                                 f"{sorted(self._callbacks)}")
+            view.snapshot()  # TypeError if the view cannot come back to a state
+            self.frames = widgets.Tab([widgets.Image(format="png"), widgets.Image(format="png")],
+                                      selected_index=0)
+            self.frames.add_class("course-frames")
+        elif prerender is None:
             self.frames = None
             self._image = widgets.Image(format="png")
         else:
@@ -180,9 +205,10 @@ class Explorer:
             self.frames_link = widgets.jslink((choice, "index"), (self.frames, "selected_index"))
         for name, control in controls.items():
             control.observe(lambda _change, n=name: self._on_change(n), names="value")
-        for label, callback in (buttons or {}).items():
+        for label, callback in self._callbacks.items():
             button = widgets.Button(description=label)
-            button.on_click(lambda _b, cb=callback: self._run(cb))
+            run = self._step if label == prefetch else self._run
+            button.on_click(lambda _b, cb=callback, run=run: run(cb))
             self.buttons[label] = button
         self.refresh()
 
@@ -210,10 +236,39 @@ class Explorer:
         callback(self)
         self.refresh()
 
+    def _step(self, callback: Callable[[Explorer], None]) -> None:
+        """A click on the prefetched button: show the frame drawn in advance, draw the next."""
+        if self._next_state is None:  # clicked again before the next frame was drawn
+            self._draw_next()
+        callback(self)  # the view takes the step whose frame is ready
+        self.frames.selected_index = 1 - self.frames.selected_index  # sent to the browser
+        self.state, self._next_state = self._next_state, None
+        try:  # in a kernel: draw the next frame once this handler has returned, so that the
+            # kernel's I/O thread sends the switch now instead of waiting for the drawing
+            asyncio.get_running_loop().call_later(0.005, self._draw_next_if_needed)
+        except RuntimeError:  # no event loop (a script, a test): draw it now
+            self._draw_next()
+
+    def _draw_next_if_needed(self) -> None:
+        if self._next_state is None:
+            self._draw_next()
+
+    def _draw_next(self) -> None:
+        """Draw the prefetched button's next click into the hidden frame; the view stays."""
+        snapshot = self.view.snapshot()
+        self._callbacks[self.prefetch](self)
+        self._next_state = self.view.update(**self.params)
+        self.frames.children[1 - self.frames.selected_index].value = self.view.render()
+        self.view.update(**{**self.params, **snapshot})
+
     def refresh(self) -> None:
         """Recompute the view for the current control values and push new PNG(s)."""
         params = self.params
-        if self.frames is not None:
+        if self.prefetch is not None:
+            self.state = self.view.update(**params)
+            self.image.value = self.view.render()
+            self._draw_next()
+        elif self.frames is not None:
             choice = self.controls[self.prerender]
             # ipywidgets' rule: an option is a (label, value) pair or a bare value
             values = [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in choice.options]

@@ -147,6 +147,9 @@ class HardAttentionView(View):
     def reset(self) -> None:
         self.n = 0
 
+    def snapshot(self) -> dict:
+        return {"n": self.n}
+
     def update(self, n: int | None = None) -> dict:
         if n is not None:
             if int(n) < 0:
@@ -190,7 +193,8 @@ def hard_attention_explorer(tokens: Sequence[str], candidates: Sequence[int], al
     view.n = 0
     buttons = {"sample": lambda ex: ex.view.add(1), "sample 100": lambda ex: ex.view.add(100),
                "reset": lambda ex: ex.view.reset()}
-    return Explorer(view, {}, buttons)
+    # the draws are a fixed stream, so the next "sample" is drawn before it is clicked
+    return Explorer(view, {}, buttons, prefetch="sample")
 
 
 # ----------------------------------------------------------------------------- temperature
