@@ -240,10 +240,16 @@ _DIGEST_JS = """async (img) => {
 # pre-rendered slider (the other frames are hidden)
 _SHOWN_IMAGE_JS = """w => [...w.querySelectorAll('img.widget-image')].find(i => i.offsetParent !== null)"""
 
-# a new image is on show (another frame, or new pixels in the same <img>) and is loaded
-_NEW_IMAGE_JS = f"""([w, old]) => {{
+# the image on show is still the one tagged by NotebookPage.change (same <img>, same src)
+_SAME_IMAGE_JS = f"""w => {{
   const i = ({_SHOWN_IMAGE_JS})(w);
-  return i && !(i.dataset.courseBefore === '1' && i.src === old) && i.complete && i.naturalWidth > 0;
+  return !i || i.dataset.courseBefore === i.src;
+}}"""
+
+# a new image is on show (another frame, or new pixels in the same <img>) and is loaded
+_NEW_IMAGE_JS = f"""w => {{
+  const i = ({_SHOWN_IMAGE_JS})(w);
+  return !({_SAME_IMAGE_JS})(w) && i.complete && i.naturalWidth > 0;
 }}"""
 
 WIDGET_SELECTOR = ".jp-Notebook .jp-OutputArea-output:has(> .jupyter-widgets)"
@@ -369,23 +375,25 @@ class NotebookPage:
         """Run ``action()``, let the kernel finish it, and wait for the new image to be shown.
 
         Returns the pixel digests (before, after); equal if the image was not replaced."""
-        img = self.image(widget)
-        before_src, before = img.get_attribute("src"), self.digest(widget)
-        img.evaluate("i => { i.dataset.courseBefore = '1'; }")
+        before = self.digest(widget)
+        self.image(widget).evaluate("i => { i.dataset.courseBefore = i.src; }")
         try:
             self.track_messages()
             action()
             self.settle()
-            if self.page.evaluate(f"""([w, old]) => {{ const i = ({_SHOWN_IMAGE_JS})(w);
-                                     return i.dataset.courseBefore === '1' && i.src === old; }}""",
-                                  [widget.element_handle(), before_src]):
+            if self.page.evaluate(_SAME_IMAGE_JS, widget.element_handle()):
                 return before, before
-            self.page.wait_for_function(_NEW_IMAGE_JS, arg=[widget.element_handle(), before_src],
-                                        timeout=self.timeout)
+            self.wait_for_new_image(widget)
             return before, self.digest(widget)
         finally:
             widget.evaluate("w => w.querySelectorAll('img[data-course-before]')"
                             ".forEach(i => { delete i.dataset.courseBefore; })")
+
+    def wait_for_new_image(self, widget) -> None:
+        """Inside :meth:`change`'s action: wait until the widget shows a new, loaded image
+        without doing anything (e.g. the next step of a playing Play button)."""
+        self.page.wait_for_function(_NEW_IMAGE_JS, arg=widget.element_handle(),
+                                    timeout=self.timeout)
 
     # -- the controls of a widget -------------------------------------------------------
     @staticmethod
@@ -414,6 +422,12 @@ class NotebookPage:
         """``(label, group)`` for every toggle-buttons group of the widget."""
         return [(t.locator(".widget-label").first.inner_text().strip(), t)
                 for t in widget.locator(".widget-toggle-buttons").all()]
+
+    @staticmethod
+    def plays(widget) -> list:
+        """``(play/pause, stop)`` buttons of every Play widget (an animation's controls)."""
+        return [(p.locator("button").nth(0), p.locator("button").nth(1))
+                for p in widget.locator(".widget-play").all()]
 
     @staticmethod
     def checkboxes(widget) -> list:

@@ -2,9 +2,10 @@
 
 For every solution notebook present: Run All finishes with no error output; every widget
 is rendered (its view, not the text fallback); each slider (keyboard on its handle: Home,
-End, then one step), dropdown, toggle and button changes the pixels of the widget's image;
-no "nan" is shown at the slider extremes. The first chapter's student notebook: Run All
-finishes with "not attempted yet" checks and no error, and it presents as a live deck
+End, then one step), dropdown, toggle and button changes the pixels of the widget's image,
+and a Play button plays (a step at its click, the next by itself) and stops; no "nan" is
+shown at the slider extremes. The first chapter's student notebook: Run All finishes with
+"not attempted yet" checks and no error, and it presents as a live deck
 (jupyterlab-slideshow) whose widget still works. Screenshots of each chapter's first
 widget go to build/screenshots/.
 """
@@ -90,6 +91,14 @@ def exercise(nb, widget, where: str) -> int:
         what = f"{where}, button {label!r}"
         if not _changed(nb, widget, button.click, what):
             pending[what] = button.click
+    for i, (play_pause, stop) in enumerate(nb.plays(widget)):
+        what = f"{where}, Play {i}"
+        nb.change(widget, stop.click)  # back to the first step
+        assert _changed(nb, widget, play_pause.click, f"{what} (play)"), f"{what}: play did nothing"
+        # it goes on by itself: the next step arrives with no action, after an interval
+        assert _changed(nb, widget, lambda: nb.wait_for_new_image(widget), f"{what} (next step)")
+        nb.change(widget, play_pause.click)  # pause
+        assert _changed(nb, widget, stop.click, f"{what} (stop)"), f"{what}: stop did nothing"
 
     for name, n, choose, _ in choosers:  # retry what did nothing, in every other state
         for i in range(n):
@@ -103,7 +112,7 @@ def exercise(nb, widget, where: str) -> int:
                     del pending[what]
     assert not pending, f"never changed the widget's image: {', '.join(pending)}"
     return len(nb.sliders(widget)) + len(choosers) + len(nb.checkboxes(widget)) + len(
-        nb.buttons(widget))
+        nb.buttons(widget)) + len(nb.plays(widget))
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
