@@ -9,7 +9,9 @@ Run from the repository root::
 Setting: float32, batch 1, 4 heads of size 64, on the CPU, with torch's default thread count.
 
 * Section 1: ``utils.attention.scaled_dot_product_attention`` (which returns its weights, so
-  it builds the N x N matrix) against ``torch.nn.functional.scaled_dot_product_attention``.
+  it builds the N x N matrix) against ``torch.nn.functional.scaled_dot_product_attention``,
+  and the time to write one fresh N x N float32 tensor: the floor for any implementation
+  that returns the weights (a fresh allocation of that size costs page faults).
 * Section 2: ``utils.sparse.sliding_window_attention`` (window 64) against dense unmasked
   torch SDPA, plus the peak memory of the materialised dense computation (``utils``).
 
@@ -62,6 +64,8 @@ IMPLS = {
     "torch_sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
     "utils_dense": lambda q, k, v: scaled_dot_product_attention(q, k, v),
     "sliding": lambda q, k, v: sliding_window_attention(q, k, v, WINDOW),
+    # the least that returning the weights costs: writing one fresh (..., N, N) float32 tensor
+    "fresh_weights": lambda q, k, v: torch.empty(*q.shape[:-1], k.shape[-2]).fill_(1.0),
 }
 
 FULL = {"dense": (512, 1024, 2048), "sliding": (512, 1024, 2048, 4096, 8192, 16384)}
@@ -252,13 +256,13 @@ def report(results: dict, sizes: dict, method: str, info: list[str], busy: dict)
     lines += [
         "## 1. `utils.attention.scaled_dot_product_attention` vs torch SDPA",
         "",
-        "| N | torch SDPA (ms) | utils (ms) | utils / SDPA time | torch SDPA peak (MiB) "
-        "| utils peak (MiB) | others' CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | torch SDPA (ms) | utils (ms) | utils / SDPA time | fresh N × N tensor (ms) "
+        "| torch SDPA peak (MiB) | utils peak (MiB) | others' CPU |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in sizes["dense"]:
-        t, u = get("torch_sdpa", n), get("utils_dense", n)
-        lines.append(f"| {n} | {_ms(t)} | {_ms(u)} | {_ratio(u['time'], t['time'])} "
+        t, u, f = get("torch_sdpa", n), get("utils_dense", n), get("fresh_weights", n)
+        lines.append(f"| {n} | {_ms(t)} | {_ms(u)} | {_ratio(u['time'], t['time'])} | {_ms(f)} "
                      f"| {_mib(t)} | {_mib(u)} | {_pct(busy.get(n))} |")
     lines += [
         "",
@@ -293,6 +297,11 @@ def report(results: dict, sizes: dict, method: str, info: list[str], busy: dict)
     r = u["time"] / t["time"]
     lines.append(f"- utils dense within 1.5× of SDPA's time at N = {n_dense}: {r:.2f}× — "
                  + ("met" if r <= 1.5 else "**not met**"))
+    f = get("fresh_weights", n_dense)
+    if f is not None:
+        lines.append(f"  - writing the fresh N × N weights tensor alone takes {f['time'] * 1e3:.1f} ms "
+                     f"= {f['time'] / t['time']:.2f}× SDPA's whole call: the floor for any "
+                     "implementation that returns the weights")
     n_long = 8192 if 8192 in sizes["sliding"] else sizes["sliding"][-1]
     t, s, u = get("torch_sdpa", n_long), get("sliding", n_long), get("utils_dense", n_long)
     speed = t["time"] / s["time"]
@@ -333,6 +342,8 @@ def main(argv=None) -> None:
         impls = ["torch_sdpa"]
         if n in sizes["dense"] or n <= MAX_MATERIALISED_N:
             impls.append("utils_dense")
+        if n in sizes["dense"]:
+            impls.append("fresh_weights")
         if n in sizes["sliding"]:
             impls.append("sliding")
         impls_at[n] = impls
