@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from utils import _validate
 from utils.attention import cross_attention, scaled_dot_product_attention, self_attention, softmax
 from utils.masks import causal_mask
 
@@ -408,3 +412,26 @@ BAD_INPUTS = [
 def test_bad_input_raises_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("shapes", [
+    [(), ()], [(3,), ()], [(2, 1), (1, 4)], [(5, 1, 3), (4, 1), (3,)], [(0,), (1,)],
+    [(2, 3), (3, 3)], [(2,), (3,)], [(1, 2, 3), (4, 2, 1)], [(2, 0), (1,)],
+])
+def test_broadcast_shapes_is_torchs(shapes):
+    try:
+        expected = torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="do not broadcast"):
+            _validate.broadcast_shapes(*shapes)
+    else:
+        assert _validate.broadcast_shapes(*shapes) == expected
+
+
+def test_first_attention_call_does_not_import_sympy():
+    # torch.broadcast_shapes imports sympy (~0.6 s) on first use: a notebook's first call waited
+    code = ("import sys, torch; from utils.attention import self_attention; x = torch.randn(4, 3); "
+            "self_attention(x, torch.eye(3), torch.eye(3), torch.eye(3)); print('sympy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False"

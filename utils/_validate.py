@@ -40,13 +40,13 @@ def bool_mask(name: str, mask, target_shape: tuple[int, ...]) -> torch.Tensor:
             f"{name} must have dtype torch.bool (True = may attend), got {mask.dtype}"
         )
     try:
-        torch.broadcast_shapes(mask.shape, target_shape)
+        broadcast_shapes(mask.shape, target_shape)
     except RuntimeError:
         raise ValueError(
             f"{name} of shape {tuple(mask.shape)} is not broadcastable to the scores' "
             f"shape {tuple(target_shape)}"
         ) from None
-    if torch.broadcast_shapes(mask.shape, target_shape) != torch.Size(target_shape):
+    if broadcast_shapes(mask.shape, target_shape) != torch.Size(target_shape):
         raise ValueError(
             f"{name} of shape {tuple(mask.shape)} would enlarge the scores' shape "
             f"{tuple(target_shape)}"
@@ -66,6 +66,20 @@ def positive(name: str, value, *, integer: bool = False, allow_zero: bool = Fals
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
     return value
+
+
+def broadcast_shapes(*shapes) -> torch.Size:
+    """The shape that ``shapes`` broadcast to, like ``torch.broadcast_shapes`` (RuntimeError
+    if they do not), in plain Python: torch's own imports sympy on first use (~0.6 s)."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, size in enumerate(shape, start=ndim - len(shape)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+                out[i] = size
+    return torch.Size(out)
 
 
 def dim(name: str, x: torch.Tensor, d: int) -> int:
@@ -99,7 +113,7 @@ def qkv(q, k, v, *, same_length: bool = False) -> None:
             f"got q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)}"
         )
     try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError:
         raise ValueError(
             f"the leading (batch) dimensions of q {tuple(q.shape)}, k {tuple(k.shape)} and "

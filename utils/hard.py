@@ -42,7 +42,7 @@ def _scores_values(scores, values) -> tuple[torch.Tensor, torch.Tensor]:
             f"{values.shape[-2]} (scores {tuple(scores.shape)}, values {tuple(values.shape)})"
         )
     try:
-        batch = torch.broadcast_shapes(scores.shape[:-1], values.shape[:-2])
+        batch = _validate.broadcast_shapes(scores.shape[:-1], values.shape[:-2])
     except RuntimeError:
         raise ValueError(
             f"batch dims of scores {tuple(scores.shape)} and values {tuple(values.shape)} "

@@ -49,7 +49,7 @@ def _check_qk(q, k, *, same_d: bool) -> None:
             f"and k {tuple(k.shape)}"
         )
     try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        _validate.broadcast_shapes(q.shape[:-2], k.shape[:-2])
     except RuntimeError:
         raise ValueError(
             f"the leading (batch) dimensions of q {tuple(q.shape)} and k {tuple(k.shape)} "
@@ -116,7 +116,7 @@ def additive(
 
 def _additive(pq: torch.Tensor, pk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``v^T tanh(pq_i + pk_j)`` for projected ``pq (..., Lq, h)``, ``pk (..., Lk, h)``."""
-    batch = torch.broadcast_shapes(pq.shape[:-2], pk.shape[:-2])
+    batch = _validate.broadcast_shapes(pq.shape[:-2], pk.shape[:-2])
     lq, lk, h = pq.shape[-2], pk.shape[-2], pq.shape[-1]
     per_key = max(1, math.prod(batch) * lq * h)
     chunk = max(1, _ADDITIVE_CHUNK_ELEMENTS // per_key)

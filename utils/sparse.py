@@ -85,7 +85,7 @@ def sliding_window_attention(
     after = 0 if causal else before
     width = (before + 1 + after) * b  # keys per neighbourhood
 
-    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    batch = _validate.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_seq = math.prod(batch)
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     opts = {"dtype": dtype, "device": q.device}
