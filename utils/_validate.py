@@ -82,6 +82,20 @@ def broadcast_shapes(*shapes) -> torch.Size:
     return torch.Size(out)
 
 
+def projections(x_name: str, x: torch.Tensor, **weights: torch.Tensor) -> None:
+    """Check projection matrices ``name=w`` of shape ``(d_in, d_out)`` for an input ``x``
+    ``(..., d_in)`` named ``x_name``: 2-D tensors whose first dimension is x's feature size."""
+    for name, w in weights.items():
+        tensor(name, w, min_dim=2)
+        if w.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D (d_in, d_out) matrix, got {tuple(w.shape)}")
+        if w.shape[0] != x.shape[-1]:
+            raise ValueError(
+                f"{name} has shape {tuple(w.shape)} but {x_name} has feature size "
+                f"{x.shape[-1]} (shape {tuple(x.shape)}); {name} must be ({x.shape[-1]}, d_out)"
+            )
+
+
 def dim(name: str, x: torch.Tensor, d: int) -> int:
     """Check that ``d`` is a valid dimension index of ``x``; return it as non-negative."""
     if isinstance(d, bool) or not isinstance(d, int):

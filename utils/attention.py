@@ -105,18 +105,6 @@ def scaled_dot_product_attention(
     return weights @ v, weights
 
 
-def _check_weights(x_name: str, x: torch.Tensor, **weights: torch.Tensor) -> None:
-    for name, w in weights.items():
-        _validate.tensor(name, w, min_dim=2)
-        if w.dim() != 2:
-            raise ValueError(f"{name} must be a 2-D (d_in, d_out) matrix, got {tuple(w.shape)}")
-        if w.shape[0] != x.shape[-1]:
-            raise ValueError(
-                f"{name} has shape {tuple(w.shape)} but {x_name} has feature size "
-                f"{x.shape[-1]} (shape {tuple(x.shape)}); {name} must be ({x.shape[-1]}, d_out)"
-            )
-
-
 def self_attention(
     x: torch.Tensor,
     w_q: torch.Tensor,
@@ -135,7 +123,7 @@ def self_attention(
         ``(output (..., N, d_v), weights (..., N, N))``.
     """
     _validate.tensor("x", x, min_dim=2)
-    _check_weights("x", x, w_q=w_q, w_k=w_k, w_v=w_v)
+    _validate.projections("x", x, w_q=w_q, w_k=w_k, w_v=w_v)
     return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v, mask=mask)
 
 
@@ -160,6 +148,6 @@ def cross_attention(
     """
     _validate.tensor("x_dec", x_dec, min_dim=2)
     _validate.tensor("x_enc", x_enc, min_dim=2)
-    _check_weights("x_dec", x_dec, w_q=w_q)
-    _check_weights("x_enc", x_enc, w_k=w_k, w_v=w_v)
+    _validate.projections("x_dec", x_dec, w_q=w_q)
+    _validate.projections("x_enc", x_enc, w_k=w_k, w_v=w_v)
     return scaled_dot_product_attention(x_dec @ w_q, x_enc @ w_k, x_enc @ w_v, mask=mask)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from . import _validate
-from .attention import _check_weights, scaled_dot_product_attention
+from .attention import scaled_dot_product_attention
 from .masks import causal_mask
 
 __all__ = ["KVCache", "incremental_self_attention"]
@@ -107,7 +107,7 @@ def incremental_self_attention(
         ``(..., N, d_v)``, equal to ``self_attention(x, ..., mask=causal_mask(N))[0]``.
     """
     _validate.tensor("x", x, min_dim=2)
-    _check_weights("x", x, w_q=w_q, w_k=w_k, w_v=w_v)
+    _validate.projections("x", x, w_q=w_q, w_k=w_k, w_v=w_v)
     _validate.positive("chunk", chunk, integer=True)
     cache, outputs = KVCache(), []
     for start in range(0, x.shape[-2], chunk):
