@@ -16,7 +16,7 @@ def _stub(*args, **kwargs):
 
 
 def test_softmax_check():
-    assert checks.check_softmax(lambda s, dim=-1: torch.softmax(s, dim=dim), ).status == "pass"
+    assert checks.check_softmax(lambda s, dim=-1: torch.softmax(s, dim=dim)).status == "pass"
     assert checks.check_softmax(_stub).status == "not attempted"
     assert checks.check_softmax(c._naive_softmax).diagnosis == "unstable"
     assert checks.check_softmax(lambda s, dim=-1: torch.softmax(s, dim=0)).diagnosis == "wrong_axis"
@@ -77,6 +77,6 @@ def test_permutation_check():
 
 
 def test_check_result_displays_nothing_and_is_truthy_only_on_pass():
-    passed = checks.check_softmax(lambda s, dim=-1: torch.softmax(s, dim=dim), )
+    passed = checks.check_softmax(lambda s, dim=-1: torch.softmax(s, dim=dim))
     assert bool(passed) and passed._ipython_display_() is None
     assert not checks.check_softmax(_stub)
