@@ -60,7 +60,7 @@ _INSTRUMENT_JS = """([root, control, event]) => {
   // the widget's shown image: replaced in place (src) or, for a pre-rendered slider, another
   // frame of its Tab made visible (a class change): watch the whole widget for either
   const shown = () => [...root.querySelectorAll('img.widget-image')].find(
-    i => i.offsetParent !== null);
+    i => i.checkVisibility());
   let lastImg = shown(), lastSrc = lastImg ? lastImg.src : null;
   control.addEventListener(event, e => { press = {start: e.timeStamp}; }, {capture: true});
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;

@@ -47,8 +47,8 @@ def test_head_count_explorer_every_count_and_head(ex):
         torch.testing.assert_close(e.state["weights"].sum(-1), torch.ones(h, 10, dtype=ex.x.dtype))
         e.controls["head"].value = h - 1
         assert e.state["head"] == h - 1
-    e.controls["n_heads"].value = 2  # the slider (at 11) is pulled back into range
-    assert e.controls["head"].value == 1 and e.state["head"] == 1
+    e.controls["n_heads"].value = 2  # a new head count starts again at head 0
+    assert e.controls["head"].value == 0 and e.state["head"] == 0
 
 
 def test_head_count_view_designed_heads_specialise(ex):

@@ -237,8 +237,9 @@ _DIGEST_JS = """async (img) => {
 }"""
 
 # the widget's image on show: an explorer's own image, or the visible frame of a
-# pre-rendered slider (the other frames are hidden)
-_SHOWN_IMAGE_JS = """w => [...w.querySelectorAll('img.widget-image')].find(i => i.offsetParent !== null)"""
+# pre-rendered slider (the other frames are hidden). checkVisibility, not offsetParent: in a
+# live deck the cells sit in fixed-position boxes, where offsetParent is always null
+_SHOWN_IMAGE_JS = """w => [...w.querySelectorAll('img.widget-image')].find(i => i.checkVisibility())"""
 
 # the image on show is still the one tagged by NotebookPage.change (same <img>, same src)
 _SAME_IMAGE_JS = f"""w => {{

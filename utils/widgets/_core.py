@@ -201,8 +201,6 @@ class Explorer:
                                 f"{type(choice).__name__}")
             self.frames = widgets.Tab()
             self.frames.add_class("course-frames")
-            #: the browser-side link: the control's index picks the frame
-            self.frames_link = widgets.jslink((choice, "index"), (self.frames, "selected_index"))
         for name, control in controls.items():
             control.observe(lambda _change, n=name: self._on_change(n), names="value")
         for label, callback in self._callbacks.items():
@@ -211,6 +209,11 @@ class Explorer:
             button.on_click(lambda _b, cb=callback, run=run: run(cb))
             self.buttons[label] = button
         self.refresh()
+        if prerender is not None:
+            # the browser-side link: the control's index picks the frame. Made once the
+            # frames exist: a link to an empty Tab would reset the control in the browser
+            self.frames_link = widgets.jslink((controls[prerender], "index"),
+                                              (self.frames, "selected_index"))
 
     @property
     def params(self) -> dict:
@@ -274,11 +277,14 @@ class Explorer:
             values = [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in choice.options]
             frames = list(self.frames.children)
             if len(frames) != len(values):  # the options changed: as many frames as options
-                self.frames.selected_index = None
                 frames = (frames + [widgets.Image(format="png") for _ in values])[: len(values)]
             for frame, value in zip(frames, values, strict=True):
                 self.view.update(**{**params, self.prerender: value})
                 frame.value = self.view.render()
+            # the index must stay valid at every step (the browser links it to the control):
+            # fewer frames, index first; more frames, frames first
+            if choice.index < len(self.frames.children):
+                self.frames.selected_index = choice.index
             if self.frames.children != tuple(frames):
                 self.frames.children = frames
             self.frames.selected_index = choice.index

@@ -129,10 +129,11 @@ def head_count_explorer(example: HeadsExample, n_heads: int = 3, head: int = 0) 
     pick = widgets.SelectionSlider(options=list(range(n_heads)), value=head, description="head")
 
     def fit_slider(change):  # registered before the explorer's observer: runs first
-        head = min(pick.value, change["new"] - 1)  # pulled back into range, not reset to 0
+        # a new head count starts again at head 0 (in the browser, too: a Tab given new
+        # frames selects its first, and the link carries that back to the slider)
         with pick.hold_trait_notifications():
             pick.options = list(range(change["new"]))
-            pick.value = head
+            pick.value = 0
 
     count.observe(fit_slider, names="value")
     return Explorer(view, {"n_heads": count, "head": pick}, prerender="head")
