@@ -114,3 +114,19 @@ def test_prerender_any_single_choice_control_and_follow_its_options():
     query.options = [(t, i) for i, t in enumerate(ex.tokens[:4])]  # fewer options: fewer frames
     assert len(explorer.frames.children) == 4
     assert explorer.image is explorer.frames.children[query.index]
+
+
+def test_prerender_links_the_control_only_once_its_frames_exist(monkeypatch):
+    # In the browser, a link to a Tab without frames resets the control (it started at T = 0.1)
+    seen = []
+    real = widgets.jslink
+
+    def spy(source, target):
+        seen.append((len(target[0].children), target[0].selected_index, source[0].index))
+        return real(source, target)
+
+    monkeypatch.setattr(widgets, "jslink", spy)
+    ex = running_example()
+    explorer = attention_explorer(ex.tokens, ex.x @ ex.w_q, ex.x @ ex.w_k, query=ex.index("He"))
+    slider = explorer.controls["temperature"]
+    assert seen == [(len(slider.options), slider.index, slider.index)] and slider.index > 0
