@@ -31,6 +31,9 @@ PRESENTATION = {
 }
 _saved: dict = {}
 MASKED_COLOR = "#d9d9d9"
+#: bar colours of the course (viridis ends: colour-blind safe): a bar, the highlighted bar
+BAR = "#3b528b"
+HIGHLIGHT = "#fde725"
 
 
 def presentation(on: bool = True) -> None:
@@ -147,7 +150,7 @@ def _annotate(ax, values, fmt: str, cmap, lo: float, hi: float) -> None:
 
 
 def bar_weights(weights, labels: Sequence[str], ax, *, highlight: int | None = None,
-                color: str = "#3b528b", title: str | None = None):
+                color: str = BAR, title: str | None = None):
     """Attention weights of one query as bars over the key tokens; returns the bar container."""
     w = to_numpy(weights).astype(float)
     if w.ndim != 1 or len(w) != len(labels):
@@ -155,7 +158,7 @@ def bar_weights(weights, labels: Sequence[str], ax, *, highlight: int | None = N
                          f"got shape {w.shape}")
     bars = ax.bar(range(len(w)), w, color=color)
     if highlight is not None:
-        bars[highlight].set_color("#fde725")
+        bars[highlight].set_color(HIGHLIGHT)
         bars[highlight].set_edgecolor("black")
     ax.set_xticks(range(len(w)), labels, rotation=45, ha="right")
     ax.set_ylim(0, 1)

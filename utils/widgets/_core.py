@@ -28,7 +28,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-__all__ = ["Explorer", "View", "log_slider", "log_steps", "log_steps_slider", "render_png", "token_dropdown"]
+from ..plotting import BAR, HIGHLIGHT
+
+__all__ = ["Explorer", "View", "log_slider", "log_steps", "log_steps_slider", "render_png", "set_bars",
+           "token_dropdown"]
 
 
 def _canvas(fig: Figure) -> FigureCanvasAgg:
@@ -46,6 +49,19 @@ def render_png(fig: Figure) -> bytes:
     canvas = _canvas(fig)
     canvas.draw()
     return _encode(np.asarray(canvas.buffer_rgba()))
+
+
+def set_bars(bars, labels, heights, texts=None, *, highlight: int | None = None) -> None:
+    """Set bar heights with a value label just above each bar (``texts``, default the height
+    to 2 decimals); with ``highlight``, that bar takes the highlight colour, the others the
+    bar colour."""
+    for i, (bar, label, h) in enumerate(zip(bars, labels, heights, strict=True)):
+        h = float(h)
+        bar.set_height(h)
+        if highlight is not None:
+            bar.set_color(HIGHLIGHT if i == highlight else BAR)
+        label.set_y(h + 0.01)
+        label.set_text(f"{h:.2f}" if texts is None else texts[i])
 
 
 def token_dropdown(tokens, value: int = 0, description: str = "query") -> widgets.Dropdown:

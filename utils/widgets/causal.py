@@ -15,8 +15,8 @@ from matplotlib.patches import Rectangle
 from ..attention import softmax
 from ..kv_cache import KVCache
 from ..masks import causal_mask
-from ..plotting import bar_weights, show_heatmaps, to_numpy
-from ._core import Explorer, View, token_dropdown
+from ..plotting import BAR, bar_weights, show_heatmaps, to_numpy
+from ._core import Explorer, View, set_bars, token_dropdown
 
 __all__ = [
     "MODES",
@@ -28,8 +28,6 @@ __all__ = [
     "masked_weights",
 ]
 
-HIGHLIGHT = "#fde725"
-BAR = "#3b528b"
 LEAK = "#d55e00"
 LATER = "#b0b0b0"
 #: how the future is handled: mask the scores before the softmax, zero the weights
@@ -118,13 +116,9 @@ class GenerationView(View):
         shown = np.ma.masked_array(to_numpy(self.full), mask=~(to_numpy(causal_mask(n)) & made))
         self.heat.set_data(shown)
         self.outline.set_y(step - 0.5)
-        top = int(row.argmax())
-        for j, (bar, label) in enumerate(zip(self.bars, self.labels, strict=True)):
-            h = float(row[j]) if j <= step else 0.0
-            bar.set_height(h)
-            bar.set_color(HIGHLIGHT if j == top else BAR)
-            label.set_y(h + 0.01)
-            label.set_text(f"{h:.2f}" if j <= step else "·")
+        heights = [float(row[j]) if j <= step else 0.0 for j in range(len(self.bars))]
+        texts = [f"{h:.2f}" if j <= step else "·" for j, h in enumerate(heights)]
+        set_bars(self.bars, self.labels, heights, texts, highlight=int(row.argmax()))
         self.title.set_text(f"step {step + 1}: “{self.tokens[step]}” may see {step + 1} token(s) "
                             f"— cache holds {len(cache)} k, v")
         self.sentence.set_text("generated so far: " + " ".join(self.tokens[:step + 1]) + " ▌")

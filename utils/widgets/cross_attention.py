@@ -21,17 +21,15 @@ from matplotlib.patches import Rectangle
 
 from ..attention import softmax
 from ..masks import padding_mask
-from ..plotting import show_heatmaps, to_numpy
+from ..plotting import BAR, HIGHLIGHT, show_heatmaps, to_numpy
 from ._core import Explorer, View, log_steps_slider
 from .self_attention import tempered_weights
 
 __all__ = ["AlignmentView", "PaddingView", "alignment_explorer", "padded_weights",
            "padding_explorer"]
 
-HIGHLIGHT = "#fde725"
 ACCENT = "#d55e00"
-LINE = "#3b528b"
-REAL = "#3b528b"
+LINE = REAL = BAR
 PADDED = "#e69f00"
 PAD = "<pad>"
 

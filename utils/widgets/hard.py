@@ -22,8 +22,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..hard import gumbel_softmax, hard_attention, soft_attention, topk_attention
-from ..plotting import show_heatmaps, to_numpy
-from ._core import Explorer, View, log_slider
+from ..plotting import BAR, HIGHLIGHT, show_heatmaps, to_numpy
+from ._core import Explorer, View, log_slider, set_bars
 
 __all__ = [
     "HardAttentionView",
@@ -34,9 +34,7 @@ __all__ = [
     "topk_explorer",
 ]
 
-BAR = "#3b528b"
 SOFT = "#21918c"
-HIGHLIGHT = "#fde725"
 ALPHA_MARK = "#d55e00"
 DROPPED = "#d9d9d9"
 BLOCK = 1000  # hard-attention draws are made in blocks, so the stream never depends on clicks
@@ -327,11 +325,10 @@ class TopKView(View):
 
     def update(self, k: int) -> dict:
         weights, context, grad = self.compute(int(k))
-        for bar, label, h in zip(self.w_bars, self.w_labels, weights.tolist(), strict=True):
-            bar.set_height(h)
+        heights = weights.tolist()
+        set_bars(self.w_bars, self.w_labels, heights, [f"{h:.2f}" if h > 0 else "" for h in heights])
+        for bar, h in zip(self.w_bars, heights, strict=True):
             bar.set_color(BAR if h > 0 else DROPPED)
-            label.set_y(h + 0.01)
-            label.set_text(f"{h:.2f}" if h > 0 else "")
         for bar, h in zip(self.c_bars, context.tolist(), strict=True):
             bar.set_height(h)
         for bar, h in zip(self.g_bars, grad.tolist(), strict=True):

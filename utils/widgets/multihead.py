@@ -12,7 +12,7 @@ from matplotlib.patches import Rectangle
 from ..attention import softmax
 from ..examples.heads import PATTERNS, HeadsExample, pattern_scores
 from ..multihead import split_heads
-from ..plotting import bar_weights, show_heatmaps, to_numpy
+from ..plotting import BAR, HIGHLIGHT, bar_weights, show_heatmaps, to_numpy
 from ._core import Explorer, View
 
 __all__ = [
@@ -24,8 +24,6 @@ __all__ = [
     "split_head_weights",
 ]
 
-HIGHLIGHT = "#fde725"
-BAR = "#3b528b"
 OUTLINE = "#d62728"
 _SHORT = {"previous token": "previous", "same kind": "same kind", "start": "start"}
 

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 
 from .. import scores
 from ..attention import softmax
-from ..plotting import bar_weights, to_numpy
-from ._core import Explorer, View, log_steps_slider, token_dropdown
+from ..plotting import BAR, HIGHLIGHT, bar_weights, to_numpy
+from ._core import Explorer, View, log_steps_slider, set_bars, token_dropdown
 
 __all__ = [
     "CosineTemperatureView",
@@ -23,8 +23,6 @@ __all__ = [
     "softmax_stats",
 ]
 
-HIGHLIGHT = "#fde725"
-BAR = "#3b528b"
 GAUGE = "#35b779"
 D_K_OPTIONS = tuple(2**i for i in range(11))  # 1 .. 1024
 #: histogram bins of the scores: width 1.5 on [-45, 45]; values beyond go to the end bins
@@ -125,10 +123,7 @@ class ScoreFunctionView(View):
         gauges = np.array([stats["max_weight"].mean().item(),
                            stats["entropy"].mean().item() / math.log(self.n_keys),
                            stats["jacobian_norm"].mean().item()])
-        for bar, label, g in zip(self.gauges, self.gauge_labels, gauges, strict=True):
-            bar.set_height(g)
-            label.set_y(g + 0.01)
-            label.set_text(f"{g:.2f}")
+        set_bars(self.gauges, self.gauge_labels, gauges)
         extra = f", T = {temperature:.2f}" if function == "cosine" else ""
         self.title.set_text(f"{function}{extra}, d_k = {d_k}: score std {s.std().item():.2f}")
         return {"scores": s, "histogram": fractions, "row": row, "gauges": gauges, **stats}
@@ -192,11 +187,7 @@ class CosineTemperatureView(View):
         w = self.weights(query, temperature)
         row = to_numpy(w)
         top = int(row.argmax())
-        for i, (bar, h, label) in enumerate(zip(self.bars, row, self.labels, strict=True)):
-            bar.set_height(h)
-            bar.set_color(HIGHLIGHT if i == top else BAR)
-            label.set_y(h + 0.01)
-            label.set_text(f"{h:.2f}")
+        set_bars(self.bars, self.labels, row, highlight=top)
         grid = torch.as_tensor(self.T_GRID, dtype=self.cos.dtype)
         curve = softmax_stats(self.cos[query][None, :] / grid[:, None])["entropy"]
         entropy = softmax_stats(self.cos[query] / temperature)["entropy"]

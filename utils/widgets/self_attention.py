@@ -10,13 +10,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..attention import softmax
-from ..plotting import bar_weights, show_heatmaps, to_numpy
-from ._core import Explorer, View, log_steps_slider, token_dropdown
+from ..plotting import BAR, bar_weights, show_heatmaps, to_numpy
+from ._core import Explorer, View, log_steps_slider, set_bars, token_dropdown
 
 __all__ = ["AttentionView", "attention_explorer", "tempered_weights"]
-
-HIGHLIGHT = "#fde725"
-BAR = "#3b528b"
 
 
 def tempered_weights(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,12 +52,7 @@ class AttentionView(View):
         row = to_numpy(w[query])
         self.heat.set_data(to_numpy(w))
         self.outline.set_y(query - 0.5)
-        top = int(row.argmax())
-        for i, (bar, h, label) in enumerate(zip(self.bars, row, self.labels, strict=True)):
-            bar.set_height(h)
-            bar.set_color(HIGHLIGHT if i == top else BAR)
-            label.set_y(h + 0.01)
-            label.set_text(f"{h:.2f}")
+        set_bars(self.bars, self.labels, row, highlight=int(row.argmax()))
         self.title.set_text(f"query “{self.tokens[query]}”, T = {temperature:.2f}")
         return {"weights": w, "row": w[query]}
 
