@@ -120,6 +120,7 @@ def _control(nb: NotebookPage, widget):
 def measure_latency(nb: NotebookPage, widget, presses: int, warmup: int = 2) -> dict:
     """Latencies (ms) of ``presses`` moves of one of the widget's controls (see _control)."""
     what, control, event, act = _control(nb, widget)
+    nb.wait_frames_ready(widget)  # frames are drawn once the kernel is idle after Run All
     widget.scroll_into_view_if_needed()
     nb.track_messages()
     nb.page.evaluate(_INSTRUMENT_JS, [widget.element_handle(), control.element_handle(), event])

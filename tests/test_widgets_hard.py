@@ -55,6 +55,7 @@ def test_hard_explorer_starts_empty_and_samples_one_then_a_hundred():
 
 def test_sample_is_drawn_before_it_is_clicked():
     ex = hard_explorer()  # prefetch="sample": two frames, the hidden one holds the next draw
+    assert "course-frames-ready" in ex.frames._dom_classes  # ready from the start
     plain = Explorer(wh.HardAttentionView(EX.tokens, CANDIDATES, ALPHA, VALUES, EX.features), {},
                      {"sample": lambda e: e.view.add(1), "sample 100": lambda e: e.view.add(100)})
     for label in ["sample"] * 5 + ["sample 100", "sample", "sample"]:

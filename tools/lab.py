@@ -396,6 +396,14 @@ class NotebookPage:
         self.page.wait_for_function(_NEW_IMAGE_JS, arg=widget.element_handle(),
                                     timeout=self.timeout)
 
+    def wait_frames_ready(self, widget) -> None:
+        """Wait until every pre-rendered control of the widget has all its frames drawn and
+        is linked to them in the browser (its Tab has the class ``course-frames-ready``; the
+        kernel draws them once it is idle)."""
+        self.page.wait_for_function(
+            "w => !w.querySelector('.course-frames:not(.course-frames-ready)')",
+            arg=widget.element_handle(), timeout=self.timeout)
+
     # -- the controls of a widget -------------------------------------------------------
     @staticmethod
     def sliders(widget) -> list:

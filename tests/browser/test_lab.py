@@ -1,12 +1,13 @@
 """The course in a real browser: JupyterLab + headless Chromium, driven like a student would.
 
 For every solution notebook present: Run All finishes with no error output; every widget
-is rendered (its view, not the text fallback); each slider (keyboard on its handle: Home,
-End, then one step), dropdown, toggle and button changes the pixels of the widget's image,
-and a Play button plays (a step at its click, the next by itself) and stops; no "nan" is
-shown at the slider extremes. The first chapter's student notebook: Run All finishes with
-"not attempted yet" checks and no error, and it presents as a live deck
-(jupyterlab-slideshow) whose widget still works. Screenshots of each chapter's first
+is rendered (its view, not the text fallback); the frames of pre-rendered controls are
+drawn once the kernel is idle and linked to their control in the browser; each slider
+(keyboard on its handle: Home, End, then one step), dropdown, toggle and button changes
+the pixels of the widget's image, and a Play button plays (a step at its click, the next
+by itself) and stops; no "nan" is shown at the slider extremes. The first chapter's
+student notebook: Run All finishes with "not attempted yet" checks and no error, and it
+presents as a live deck (jupyterlab-slideshow) whose widget still works. Screenshots of each chapter's first
 widget go to build/screenshots/.
 """
 
@@ -129,6 +130,8 @@ def test_solution_notebook_runs_and_every_widget_responds(notebook, path, screen
     if widgets:
         widgets[0].scroll_into_view_if_needed()
         widgets[0].screenshot(path=screenshots / f"{path.stem}.png")
+    for widget in widgets:  # the kernel draws the frames of pre-rendered controls once idle
+        notebook.wait_frames_ready(widget)
     for i, widget in enumerate(widgets):
         widget.scroll_into_view_if_needed()
         assert exercise(notebook, widget, f"{path.stem} widget {i}") > 0, "a widget with no control"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -108,6 +109,83 @@ _FRAMES_CSS = """<style>
 </style>"""
 
 
+def _kernel_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of the Jupyter kernel running this code, or None (a script, a test)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return None
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _IdleWork:
+    """Background work done while the kernel is idle: one short step at a time, only once no
+    cell has run for ``quiet`` seconds, so that *Run All* is not slowed down by it and a
+    control's message waits at most one step. Outside a kernel, :meth:`add` does the work now.
+    """
+
+    quiet = 0.25  # seconds without a cell running before a step
+
+    def __init__(self) -> None:
+        self._jobs: list[Callable[[], bool]] = []
+        self._busy = False
+        self._last = 0.0
+        self._hooked = False
+        self._handle: asyncio.Handle | None = None
+
+    def add(self, job: Callable[[], bool]) -> None:
+        """Call ``job()`` (one step: True while steps remain) until it is done."""
+        loop = _kernel_loop()
+        if loop is None:
+            while job():
+                pass
+            return
+        if not self._hooked:
+            from IPython import get_ipython
+
+            events = get_ipython().events
+            events.register("pre_execute", self._cell_starts)
+            events.register("post_execute", self._cell_ends)
+            self._hooked = True
+        if job not in self._jobs:
+            self._jobs.append(job)
+        if self._handle is None:
+            self._handle = loop.call_later(self.quiet, self._tick)
+
+    def _cell_starts(self) -> None:
+        self._busy, self._last = True, time.monotonic()
+
+    def _cell_ends(self) -> None:
+        self._busy, self._last = False, time.monotonic()
+
+    def _tick(self) -> None:
+        self._handle = None
+        if not self._jobs:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last + self.quiet - time.monotonic()
+        if self._busy or wait > 0:  # a cell ran a moment ago: Run All may be going on
+            self._handle = loop.call_later(max(wait, 0.05), self._tick)
+            return
+        job, more = self._jobs[0], False
+        try:  # an error is reported by the event loop (the kernel's log), never retried
+            more = job()
+        finally:
+            if not more:
+                self._jobs.remove(job)
+            if self._jobs:
+                self._handle = loop.call_soon(self._tick)
+
+
+_IDLE = _IdleWork()
+
+
 class View:
     """A figure with artists updated in place. Subclasses set ``self.fig`` and ``update``.
 
@@ -173,7 +251,12 @@ class Explorer:
             to the control's ``index`` in the browser (``jslink``): moving the control
             shows another, already decoded frame, with no kernel round trip. (A
             ``widgets.Stack`` would build a new image view at every step, which costs
-            more than twice as much.) Any other change redraws all the frames, so keep the
+            more than twice as much.) The frame on show is drawn at once; in a kernel, the
+            others are drawn while it is idle (no cell ran for a moment), nearest first, so
+            that Run All does not wait for them; until they are all drawn the control is
+            not linked and goes through the kernel, which draws a missing frame when it is
+            asked for. Then the link is made and the Tab gets the CSS class
+            ``course-frames-ready``. Any other change draws the frames again, so keep the
             options few (~30). The options may change (e.g. a head slider whose range
             follows the number of heads): the frames follow.
         prefetch: the label of a button among ``buttons`` whose next click is drawn in
@@ -205,6 +288,7 @@ class Explorer:
             self.frames = widgets.Tab([widgets.Image(format="png"), widgets.Image(format="png")],
                                       selected_index=0)
             self.frames.add_class("course-frames")
+            self.frames.add_class("course-frames-ready")  # the next frame is drawn with each click
         elif prerender is None:
             self.frames = None
             self._image = widgets.Image(format="png")
@@ -217,6 +301,8 @@ class Explorer:
                                 f"{type(choice).__name__}")
             self.frames = widgets.Tab()
             self.frames.add_class("course-frames")
+        self.frames_link: widgets.Link | None = None
+        self._stale: set[int] = set()  # pre-rendered frames not drawn for the parameters now
         for name, control in controls.items():
             control.observe(lambda _change, n=name: self._on_change(n), names="value")
         for label, callback in self._callbacks.items():
@@ -225,11 +311,6 @@ class Explorer:
             button.on_click(lambda _b, cb=callback, run=run: run(cb))
             self.buttons[label] = button
         self.refresh()
-        if prerender is not None:
-            # the browser-side link: the control's index picks the frame. Made once the
-            # frames exist: a link to an empty Tab would reset the control in the browser
-            self.frames_link = widgets.jslink((controls[prerender], "index"),
-                                              (self.frames, "selected_index"))
 
     @property
     def params(self) -> dict:
@@ -245,8 +326,10 @@ class Explorer:
     def _on_change(self, name: str) -> None:
         choice = self.controls[name]
         if name == self.prerender and len(self.frames.children) == len(choice.options):
-            # the frame is drawn already: only the numbers change
-            self.frames.selected_index = choice.index  # the browser did it too
+            # the frame is drawn already (or drawn now): only the numbers change
+            if choice.index in self._stale:
+                self._draw_frame(choice.index)
+            self.frames.selected_index = choice.index  # once linked, the browser did it too
             self.state = self.view.update(**self.params)
         else:
             self.refresh()
@@ -289,26 +372,57 @@ class Explorer:
             self._draw_next()
         elif self.frames is not None:
             choice = self.controls[self.prerender]
-            # ipywidgets' rule: an option is a (label, value) pair or a bare value
-            values = [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in choice.options]
+            if self.frames_link is not None:  # the frames go stale: the browser must not show them
+                self.frames_link.unlink()
+                self.frames_link = None
+                self.frames.remove_class("course-frames-ready")
             frames = list(self.frames.children)
-            if len(frames) != len(values):  # the options changed: as many frames as options
-                frames = (frames + [widgets.Image(format="png") for _ in values])[: len(values)]
-            for frame, value in zip(frames, values, strict=True):
-                self.view.update(**{**params, self.prerender: value})
-                frame.value = self.view.render()
-            # the index must stay valid at every step (the browser links it to the control):
-            # fewer frames, index first; more frames, frames first
+            if len(frames) != len(choice.options):  # as many frames as options
+                frames = (frames + [widgets.Image(format="png") for _ in choice.options]
+                          )[: len(choice.options)]
+            self._stale = set(range(len(frames)))
+            self._draw_frame(choice.index, frames)  # before it is shown
+            # the index stays valid at every step: fewer frames, index first; more, frames first
             if choice.index < len(self.frames.children):
                 self.frames.selected_index = choice.index
             if self.frames.children != tuple(frames):
                 self.frames.children = frames
             self.frames.selected_index = choice.index
             self.state = self.view.update(**params)
+            _IDLE.add(self._draw_a_stale_frame)
         else:
             self.state = self.view.update(**params)
             self._image.value = self.view.render()
         self.n_renders += 1
+
+    def _draw_frame(self, index: int, frames=None) -> None:
+        """Draw the pre-rendered control's option ``index`` into its frame (of ``frames``, by
+        default the frames shown)."""
+        option = self.controls[self.prerender].options[index]
+        # ipywidgets' rule: an option is a (label, value) pair or a bare value
+        value = option[1] if isinstance(option, tuple) and len(option) == 2 else option
+        self.view.update(**{**self.params, self.prerender: value})
+        (self.frames.children if frames is None else frames)[index].value = self.view.render()
+        self._stale.discard(index)
+
+    def _draw_a_stale_frame(self) -> bool:
+        """One step of the background work: draw the stale frame nearest the one on show;
+        when none is left, link the control to the frames. True while frames remain."""
+        if self.frames.comm is None:  # closed (e.g. its cell ran again): nothing to show
+            return False
+        if self._stale:
+            here = self.frames.selected_index or 0
+            self._draw_frame(min(self._stale, key=lambda i: (abs(i - here), i)))
+            if self._stale:
+                return True
+            self.view.update(**self.params)  # the view shows the parameters now again
+        if self.frames_link is None:
+            # the browser-side link: the control's index picks the frame. Made once the
+            # frames exist: a link to an empty Tab would reset the control in the browser
+            self.frames_link = widgets.jslink((self.controls[self.prerender], "index"),
+                                              (self.frames, "selected_index"))
+            self.frames.add_class("course-frames-ready")
+        return False
 
     @property
     def widget(self) -> widgets.Widget:
