@@ -23,7 +23,8 @@ How it measures:
   browser → kernel message, the Python update and PNG encoding, the kernel → browser
   message and the decoding (a pre-rendered slider needs none of the kernel steps). Two
   warm-up presses, then ``--presses`` measured ones, each after the kernel has finished the
-  previous one; median and 90th percentile.
+  previous one and a pause of ``--pause`` ms (250: a person's pace; the kernel may use it,
+  e.g. to draw a prefetched button's next click); median and 90th percentile.
   Goal: median ≤ 50 ms.
 * **Run All**: from the "run all cells" command to every code cell numbered and the status
   bar's kernel status "Idle", outputs cleared first; the kernel is already started (its
@@ -117,7 +118,8 @@ def _control(nb: NotebookPage, widget):
     return f"button {label!r}", button, "click", lambda i: button.click()
 
 
-def measure_latency(nb: NotebookPage, widget, presses: int, warmup: int = 2) -> dict:
+def measure_latency(nb: NotebookPage, widget, presses: int, warmup: int = 2,
+                    pause_ms: float = 250) -> dict:
     """Latencies (ms) of ``presses`` moves of one of the widget's controls (see _control)."""
     what, control, event, act = _control(nb, widget)
     nb.wait_frames_ready(widget)  # frames are drawn once the kernel is idle after Run All
@@ -125,6 +127,7 @@ def measure_latency(nb: NotebookPage, widget, presses: int, warmup: int = 2) -> 
     nb.track_messages()
     nb.page.evaluate(_INSTRUMENT_JS, [widget.element_handle(), control.element_handle(), event])
     for i in range(warmup + presses):
+        nb.page.wait_for_timeout(pause_ms)
         act(i)
         nb.page.wait_for_function("n => window.__presses.length >= n", arg=i + 1,
                                   timeout=30_000)
@@ -142,7 +145,7 @@ def measure_latency(nb: NotebookPage, widget, presses: int, warmup: int = 2) -> 
             "to_screen": phase("png", "shown")}
 
 
-def bench(names: list[str] | None, presses: int) -> list[dict]:
+def bench(names: list[str] | None, presses: int, pause_ms: float = 250) -> list[dict]:
     solutions = [p for p in notebooks("solutions") if not names or p.stem in names]
     rows = []
     with lab_server() as server, chromium() as browser:
@@ -154,7 +157,7 @@ def bench(names: list[str] | None, presses: int) -> list[dict]:
                 nb.open(f"solutions/{path.name}")
                 row["run_all_solution"] = nb.run_all()
                 widgets = nb.widgets(1)
-                row.update(measure_latency(nb, widgets[0], presses))
+                row.update(measure_latency(nb, widgets[0], presses, pause_ms=pause_ms))
                 server.shutdown_kernels()
                 if (ROOT / "chapters" / path.name).exists():
                     nb.open(f"chapters/{path.name}")
@@ -175,11 +178,12 @@ def _mark(ok: bool) -> str:
     return "✅" if ok else "❌"
 
 
-def table(rows: list[dict], presses: int) -> str:
+def table(rows: list[dict], presses: int, pause_ms: float = 250) -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         f"Browser benchmark: headless Chromium + JupyterLab on {os.cpu_count()} cores "
-        f"({platform.machine()}), load average {load}; {presses} key presses per widget.",
+        f"({platform.machine()}), load average {load}; {presses} key presses per widget, "
+        f"{pause_ms:.0f} ms apart.",
         "",
         "| Chapter | main widget control | median ms | p90 ms | max ms | to kernel | kernel "
         "| to screen | Run All solution s | Run All student s |",
@@ -209,14 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="chapter names, e.g. 01-self-attention")
     parser.add_argument("--presses", type=int, default=20, help="measured key presses per widget")
+    parser.add_argument("--pause", type=float, default=250,
+                        help="ms between a press's answer and the next press")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     if not CHROMIUM.is_file():
         print(f"skipped: {CHROMIUM} not found (sudo apt-get install chromium)", file=sys.stderr)
         return 0
     start = time.perf_counter()
-    rows = bench(args.names, args.presses)
-    text = table(rows, args.presses)
+    rows = bench(args.names, args.presses, args.pause)
+    text = table(rows, args.presses, args.pause)
     print(text)
     print(f"\n(benchmark took {time.perf_counter() - start:.0f} s)", file=sys.stderr)
     if args.output:
