@@ -408,7 +408,7 @@ class Explorer:
     def _draw_a_stale_frame(self) -> bool:
         """One step of the background work: draw the stale frame nearest the one on show;
         when none is left, link the control to the frames. True while frames remain."""
-        if self.frames.comm is None:  # closed (e.g. its cell ran again): nothing to show
+        if self.frames.comm is None:  # the widget was closed: nothing to show any more
             return False
         if self._stale:
             here = self.frames.selected_index or 0
