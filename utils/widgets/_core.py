@@ -413,9 +413,9 @@ class Explorer:
         if self._stale:
             here = self.frames.selected_index or 0
             self._draw_frame(min(self._stale, key=lambda i: (abs(i - here), i)))
+            self.view.update(**self.params)  # between steps, the view shows the parameters now
             if self._stale:
                 return True
-            self.view.update(**self.params)  # the view shows the parameters now again
         if self.frames_link is None:
             # the browser-side link: the control's index picks the frame. Made once the
             # frames exist: a link to an empty Tab would reset the control in the browser
