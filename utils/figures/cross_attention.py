@@ -74,32 +74,40 @@ def cross_attention_shapes():
 
 @figure("key-padding-mask.svg")
 def key_padding_mask():
-    """Lengths -> a (B, M) mask -> (B, 1, M) -> broadcast over the N queries of each sentence."""
-    fig, ax = canvas(10, 3.9, xlim=(0, 12), ylim=(0.55, 5.3))
-    title(ax, 6, 4.95, "A key padding mask: True = a real token, may be attended")
-    sentences = [["the", "black", "cat", "sat"], ["the", "cat", "sat", "<pad>"],
-                 ["a", "cat", "<pad>", "<pad>"]]
-    cell = 0.62
-    for b, toks in enumerate(sentences):
+    """Lengths -> a (B, M) mask -> (B, 1, M) -> broadcast over the N queries of each sentence.
+
+    Drawn from chapter 2's batch (``translation_batch()``), so the numbers are the notebook's."""
+    from ..examples.translation import translation_batch
+    from ..masks import padding_mask
+
+    batch = translation_batch()
+    lengths = batch.source_lengths.tolist()
+    n_rows, m = batch.x_enc.shape[:2]
+    mask = padding_mask(batch.source_lengths, m)
+    fig, ax = canvas(12.5, 3.9, xlim=(0, 15), ylim=(0.55, 5.3))
+    title(ax, 7.5, 4.95, "A key padding mask: True = a real token, may be attended")
+    step, cell = 0.68, 0.36
+    for b in range(n_rows):
         y = 3.8 - b * 0.75
-        ax.text(0.25, y, f"b={b}", ha="left", va="center", fontsize=9)
-        for j, t in enumerate(toks):
-            pad = t == "<pad>"
-            box(ax, 1.4 + j * 0.95, y, t, w=0.88, h=0.6, fontsize=8,
+        ax.text(0.2, y, f"b={b}", ha="left", va="center", fontsize=9)
+        for j, t in enumerate(batch.padded_source(b)):
+            pad = not bool(mask[b, j])
+            box(ax, 1.25 + j * step, y, t, w=0.64, h=0.6, fontsize=7,
                 color="#eeeeee" if pad else "input", textcolor="#888888" if pad else "black")
-            box(ax, 6.0 + j * cell, y, "F" if pad else "T", w=cell * 0.9, h=0.6, fontsize=9,
+            box(ax, 7.0 + j * cell, y, "F" if pad else "T", w=cell * 0.92, h=0.6, fontsize=8,
                 color=COLORS["output"] if pad else COLORS["key"])
-    ax.text(2.8, 1.35, "sources, lengths = [4, 3, 2]\npadded to M = 4", ha="center",
+    ax.text(1.25 + (m - 1) * step / 2, 1.35, f"sources, lengths = {lengths}\npadded to M = {m}",
+            ha="center", fontsize=9)
+    ax.text(7.0 + (m - 1) * cell / 2, 1.35, "padding_mask(lengths, M)\n(B, M)", ha="center",
             fontsize=9)
-    ax.text(6.0 + 1.5 * cell, 1.35, "padding_mask(lengths, M)\n(B, M)", ha="center", fontsize=9)
-    arrow(ax, (4.85, 3.05), (5.6, 3.05))
-    arrow(ax, (8.3, 3.05), (9.1, 3.05), text="[:, None, :]")
-    # one sentence's (N, M) weights: every query row shares the mask
+    arrow(ax, (6.3, 3.05), (6.75, 3.05))
+    arrow(ax, (9.85, 3.05), (10.75, 3.05), text="[:, None, :]")
+    # sentence 1's (N, M) weights (three of its N rows): every query row shares the mask
     for i in range(3):
-        for j in range(4):
-            pad = j >= 3
-            box(ax, 9.5 + j * 0.55, 3.8 - i * 0.55, "0" if pad else "", w=0.5, h=0.48,
+        for j in range(m):
+            pad = not bool(mask[1, j])
+            box(ax, 11.2 + j * cell, 3.8 - i * 0.55, "0" if pad else "", w=cell * 0.92, h=0.48,
                 fontsize=8, color=COLORS["output"] if pad else "weights")
-    ax.text(10.3, 1.35, "b=1: weights (N × M)\nmask (1, M) broadcasts\nover the N rows:\n"
-            "padded keys get exactly 0", ha="center", fontsize=9)
+    ax.text(11.2 + (m - 1) * cell / 2, 1.35, "b=1: weights (N × M)\nmask (1, M) broadcasts\n"
+            "over the N rows:\npadded keys get exactly 0", ha="center", fontsize=9)
     return fig
