@@ -7,8 +7,8 @@ drawn once the kernel is idle and linked to their control in the browser; each s
 the pixels of the widget's image, and a Play button plays (a step at its click, the next
 by itself) and stops; no "nan" is shown at the slider extremes. The first chapter's
 student notebook: Run All finishes with "not attempted yet" checks and no error, and it
-presents as a live deck (jupyterlab-slideshow) whose widget still works. Screenshots of each chapter's first
-widget go to build/screenshots/.
+presents as a live deck (jupyterlab-slideshow) whose widget still works. Screenshots of
+each chapter's first widget go to build/screenshots/.
 """
 
 from __future__ import annotations

@@ -345,11 +345,12 @@ class Explorer:
         callback(self)  # the view takes the step whose frame is ready
         self.frames.selected_index = 1 - self.frames.selected_index  # sent to the browser
         self.state, self._next_state = self._next_state, None
-        try:  # in a kernel: draw the next frame once this handler has returned, so that the
-            # kernel's I/O thread sends the switch now instead of waiting for the drawing
-            asyncio.get_running_loop().call_later(0.005, self._draw_next_if_needed)
-        except RuntimeError:  # no event loop (a script, a test): draw it now
+        loop = _kernel_loop()
+        if loop is None:  # a script, a test: draw it now
             self._draw_next()
+        else:  # draw the next frame once this handler has returned, so that the kernel's
+            # I/O thread sends the switch now instead of waiting for the drawing
+            loop.call_later(0.005, self._draw_next_if_needed)
 
     def _draw_next_if_needed(self) -> None:
         if self._next_state is None:
