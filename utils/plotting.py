@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["PRESENTATION", "bar_weights", "presentation", "show_heatmaps", "to_numpy"]
+__all__ = ["PRESENTATION", "bar_weights", "learning_curves", "presentation", "show_heatmaps", "to_numpy"]
 
 #: rcParams of the presentation style: large fonts, thick lines, for a projector.
 PRESENTATION = {
@@ -34,6 +34,8 @@ MASKED_COLOR = "#d9d9d9"
 #: bar colours of the course (viridis ends: colour-blind safe): a bar, the highlighted bar
 BAR = "#3b528b"
 HIGHLIGHT = "#fde725"
+#: line colours of the course (Okabe & Ito's colour-blind-safe palette)
+LINES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 
 def presentation(on: bool = True) -> None:
@@ -75,7 +77,7 @@ def show_heatmaps(
     fmt: str = "{:.2f}",
     cmap: str = "viridis",
     vmin: float | None = 0.0,
-    vmax: float | None = None,
+    vmax: float | None = 1.0,
     xlabel: str = "keys",
     ylabel: str = "queries",
     colorbar: bool = True,
@@ -93,6 +95,10 @@ def show_heatmaps(
         annotate: write each value in its cell (for small matrices).
         colorbar, cbar_label: draw a shared colour bar, and its label.
         cmap: a colour-blind-safe map, ``"viridis"`` (default) or ``"cividis"``.
+        vmin, vmax: the colour scale; the default 0..1 is the course's one scale for
+            attention weights (the same weight has the same colour in every figure). For
+            other matrices (features, projections, counts) pass ``vmax=None`` (the data's
+            maximum) or explicit limits.
         fig: draw into this figure instead of a new one.
 
     Returns:
@@ -166,3 +172,52 @@ def bar_weights(weights, labels: Sequence[str], ax, *, highlight: int | None = N
     if title:
         ax.set_title(title)
     return bars
+
+
+def learning_curves(runs: dict, *, metric: str = "loss", ax=None, logy: bool | None = None,
+                    smooth: int = 1, title: str | None = None, ylabel: str | None = None):
+    """Learning curves of several training set-ups, each over one or more seeds.
+
+    Args:
+        runs: ``{label: [history, ...]}`` (or one history, or :class:`utils.training.Run`
+            objects): one line per label, the mean over its seeds, with a shaded band from
+            the minimum to the maximum seed.
+        metric: ``"loss"`` (per training step) or the name of a metric recorded by the
+            run's ``eval_fn`` (at its ``eval_steps``).
+        ax: draw into this axes (default: a new figure).
+        logy: log-scaled y axis (default: True for ``"loss"``).
+        smooth: running mean over this many steps (loss only), to read noisy curves.
+
+    Returns:
+        The axes. Colours are :data:`LINES` (colour-blind safe), in label order.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    for i, (label, group) in enumerate(runs.items()):
+        group = group if isinstance(group, list | tuple) else [group]
+        histories = [getattr(h, "history", h) for h in group]
+        if metric == "loss":
+            ys = np.array([h.loss for h in histories], dtype=float)
+            if smooth > 1:
+                kernel = np.ones(smooth) / smooth
+                ys = np.array([np.convolve(y, kernel, mode="valid") for y in ys])
+            xs = np.arange(ys.shape[1]) + (smooth - 1)
+        else:
+            missing = [h.seed for h in histories if metric not in h.metrics]
+            if missing:
+                raise KeyError(f"metric {metric!r} not recorded for seeds {missing}")
+            ys = np.array([h.metrics[metric] for h in histories], dtype=float)
+            xs = np.asarray(histories[0].eval_steps)
+        color = LINES[i % len(LINES)]
+        ax.plot(xs, ys.mean(0), color=color,
+                label=label if len(ys) == 1 else f"{label} ({len(ys)} seeds)")
+        if len(ys) > 1:
+            ax.fill_between(xs, ys.min(0), ys.max(0), color=color, alpha=0.2, linewidth=0)
+    if logy if logy is not None else metric == "loss":
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel or metric)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax
