@@ -6,6 +6,7 @@ import asyncio
 from types import SimpleNamespace
 
 import IPython
+import IPython.display
 import pytest
 
 from utils.examples import running_example
@@ -157,3 +158,40 @@ def test_idle_work_drops_a_job_that_fails(monkeypatch):
 
     asyncio.run(main())
     assert calls == [1] and len(errors) == 1 and work._jobs == []
+
+
+def test_an_explorer_shows_a_rerun_line_then_its_widget(monkeypatch):
+    """Two outputs: the line that stands in for the controls when their model is gone (a
+    notebook opened again) and the widget, marked for the CSS that hides one or the other."""
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    explorer = _explorer()
+    explorer._ipython_display_()
+    line, widget = shown
+    assert line["text/plain"] == _core.RERUN and "rerun this cell" in _core.RERUN
+    assert 'class="course-rerun"' in line["text/html"] and "<script" not in line["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in widget
+    assert widget["text/plain"] == "AttentionView explorer: run the notebook to interact"
+    assert "course-explorer" in explorer.box._dom_classes
+    assert explorer.box is explorer.box, "the displayed box is made once"
+
+
+def test_replace_control_puts_the_new_control_in_the_old_ones_place():
+    explorer = _explorer()
+    name = explorer.prerender
+    old = explorer.controls[name]
+    row = explorer.box.children[0]
+    where = row.children.index(old)
+    new = _core.widgets.SelectionSlider(options=old.options, value=old.options[0][1],
+                                        description=old.description)
+    explorer.replace_control(name, new)
+    assert explorer.controls[name] is new and row.children[where] is new
+    assert old.comm is None, "the old control is closed"
+    assert explorer.frames_link is not None and explorer.frames_link.source[0] is new
+    image = explorer.image.value
+    new.value = old.options[-1][1]  # the new control drives the explorer
+    assert explorer.image.value != image and explorer.frames.selected_index == new.index
+    with pytest.raises(ValueError, match="no control named 'nope'"):
+        explorer.replace_control("nope", new)
+    with pytest.raises(TypeError, match="must stay a single-choice control"):
+        explorer.replace_control(name, _core.widgets.FloatSlider())

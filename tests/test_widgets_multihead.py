@@ -51,6 +51,22 @@ def test_head_count_explorer_every_count_and_head(ex):
     assert e.controls["head"].value == 0 and e.state["head"] == 0
 
 
+def test_a_new_head_count_rebuilds_the_head_slider(ex):
+    """A slider whose options change keeps its first range for the End key in the browser
+    (noUiSlider), so a new H puts a new slider, with the new range, where the old one was."""
+    e = mw.head_count_explorer(ex, n_heads=3)
+    row = e.box.children[0]
+    old = e.controls["head"]
+    e.controls["n_heads"].value = 12
+    new = e.controls["head"]
+    assert new is not old and old.comm is None, "the old slider is closed"
+    assert new in row.children and old not in row.children
+    assert new.options == tuple(range(12)) and new.value == 0
+    assert e.frames_link is not None and e.frames_link.source[0] is new
+    new.value = 11  # the last head, as the End key would pick
+    assert e.state["head"] == 11 and e.frames.selected_index == 11
+
+
 def test_head_count_view_designed_heads_specialise(ex):
     state = mw.HeadCountView(ex).update(n_heads=3, head=0)
     scores = state["scores"]  # (heads, patterns), patterns in the order of the head names

@@ -31,8 +31,8 @@ from PIL import Image
 
 from ..plotting import BAR, HIGHLIGHT
 
-__all__ = ["Explorer", "View", "log_slider", "log_steps", "log_steps_slider", "render_png", "set_bars",
-           "token_dropdown"]
+__all__ = ["RERUN", "Explorer", "View", "log_slider", "log_steps", "log_steps_slider", "render_png",
+           "set_bars", "token_dropdown"]
 
 
 def _canvas(fig: Figure) -> FigureCanvasAgg:
@@ -106,6 +106,34 @@ PRERENDERABLE = (widgets.SelectionSlider, widgets.Dropdown, widgets.ToggleButton
 _FRAMES_CSS = """<style>
 .course-frames > .lm-TabBar { display: none !important; }
 .course-frames > .widget-tab-contents { border: 0 !important; padding: 0 !important; }
+</style>"""
+
+#: in a live deck (jupyterlab-slideshow) an explorer's image is never taller than the window
+#: less room for a heading, a line of code and the controls (the notebook view is unchanged)
+DECK_IMAGE_MAX_HEIGHT = "calc(100vh - 240px)"
+_DECK_CSS = f"""<style>
+.jp-Deck .course-explorer img.widget-image {{
+  max-height: {DECK_IMAGE_MAX_HEIGHT}; width: auto; max-width: 100%; object-fit: contain;
+}}
+</style>"""
+
+#: the line shown in place of an explorer whose controls are not live (a notebook saved and
+#: opened again: its widgets' models died with the kernel; GitHub; a static page)
+RERUN = ("Controls not live: rerun this cell (Shift+Enter) to use them. The static figure above "
+         "shows this view at its defaults.")
+# Shown as an output of its own just before the widget's. CSS only (no script): while the
+# widget's view is live (the next output holds a .course-explorer) the line is hidden; in a
+# notebook opened again JupyterLab and Notebook 7 cannot find the widget's model and put
+# "Error displaying widget: model not found" (a .jupyter-widgets output with no element in
+# it) in its place: that is hidden and the line shows instead.
+_RERUN_HTML = f"""<div class="course-rerun">&#x21bb; {RERUN}</div>
+<style>
+.jp-OutputArea-child:has(.course-rerun):has(+ .jp-OutputArea-child .course-explorer) {{
+  display: none;
+}}
+.jp-OutputArea-child:has(.course-rerun) + .jp-OutputArea-child
+  > .jp-OutputArea-output.jupyter-widgets:not(:has(*)) {{ display: none; }}
+.course-rerun {{ font-style: italic; }}
 </style>"""
 
 
@@ -302,6 +330,7 @@ class Explorer:
             self.frames = widgets.Tab()
             self.frames.add_class("course-frames")
         self.frames_link: widgets.Link | None = None
+        self._box: widgets.Widget | None = None
         self._stale: set[int] = set()  # pre-rendered frames not drawn for the parameters now
         for name, control in controls.items():
             control.observe(lambda _change, n=name: self._on_change(n), names="value")
@@ -425,18 +454,66 @@ class Explorer:
             self.frames.add_class("course-frames-ready")
         return False
 
+    def replace_control(self, name: str, control: widgets.ValueWidget, redraw: bool = True) -> None:
+        """Put a new ``control`` in place of the control ``name`` (same place in the row; the
+        old one is closed), then redraw for its value (``redraw=False``: the caller changes
+        another control next, which redraws). For a control that must be rebuilt rather than
+        changed: a slider whose options change keeps its old range for the Home and End keys
+        in the browser (noUiSlider's keyboard reads the options it was made with)."""
+        if name not in self.controls:
+            raise ValueError(f"no control named {name!r}; the controls are {sorted(self.controls)}")
+        if name == self.prerender and not isinstance(control, PRERENDERABLE):
+            raise TypeError(f"the pre-rendered control {name!r} must stay a single-choice control; "
+                            f"got {type(control).__name__}")
+        old = self.controls[name]
+        if self.frames_link is not None and name == self.prerender:  # linked to the old one
+            self.frames_link.unlink()
+            self.frames_link = None
+            self.frames.remove_class("course-frames-ready")
+        old.unobserve_all("value")
+        control.observe(lambda _change, n=name: self._on_change(n), names="value")
+        self.controls[name] = control
+        if self._box is not None:
+            row = self._box.children[0]
+            row.children = tuple(control if c is old else c for c in row.children)
+        old.close()
+        if redraw:
+            self.refresh()
+        elif name == self.prerender:
+            _IDLE.add(self._draw_a_stale_frame)  # links the new control once frames are drawn
+
     @property
     def widget(self) -> widgets.Widget:
+        """A new box of the controls and the image (subclasses may add to it)."""
         row = list(self.controls.values()) + list(self.buttons.values())
-        parts = [widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap"))]
+        parts = [widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap")),
+                 widgets.HTML(_DECK_CSS)]
         if self.frames is None:
             parts.append(self._image)
         else:
             parts += [widgets.HTML(_FRAMES_CSS), self.frames]
         return widgets.VBox(parts)
 
+    @property
+    def box(self) -> widgets.Widget:
+        """The box that is displayed: :attr:`widget`, made once (the CSS class
+        ``course-explorer`` marks it in the page)."""
+        if self._box is None:
+            self._box = self.widget
+            self._box.add_class("course-explorer")
+        return self._box
+
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.box._repr_mimebundle_(**kwargs)
         # a stable text fallback (the default repr would embed the PNG bytes)
         bundle["text/plain"] = f"{type(self.view).__name__} explorer: run the notebook to interact"
         return bundle
+
+    def _ipython_display_(self) -> None:
+        """Two outputs: the line :data:`RERUN` (hidden by CSS while the widget is live) and
+        the widget. A notebook saved and opened again shows the line instead of Jupyter's
+        "model not found" error; the static figure is the cell before the explorer."""
+        from IPython.display import display
+
+        display({"text/html": _RERUN_HTML, "text/plain": RERUN}, raw=True)
+        display(self._repr_mimebundle_(), raw=True)

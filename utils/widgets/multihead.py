@@ -121,20 +121,23 @@ def head_count_explorer(example: HeadsExample, n_heads: int = 3, head: int = 0) 
     """A number-of-heads picker (the divisors of d_model) and a head slider.
 
     The head slider is pre-rendered (every head of the current H drawn in advance: it
-    answers in the browser); changing H redraws its frames."""
+    answers in the browser); changing H puts a new head slider, at head 0, in its place (a
+    slider whose options change keeps its old range for the End key in the browser) and
+    redraws the frames."""
     view = HeadCountView(example, n_heads, head)
     count = widgets.Dropdown(options=view.options, value=n_heads, description="heads H")
-    pick = widgets.SelectionSlider(options=list(range(n_heads)), value=head, description="head")
+    explorer: Explorer | None = None
+
+    def head_slider(h: int, value: int = 0) -> widgets.SelectionSlider:
+        return widgets.SelectionSlider(options=list(range(h)), value=value, description="head")
 
     def fit_slider(change):  # registered before the explorer's observer: runs first
-        # a new head count starts again at head 0 (in the browser, too: a Tab given new
-        # frames selects its first, and the link carries that back to the slider)
-        with pick.hold_trait_notifications():
-            pick.options = list(range(change["new"]))
-            pick.value = 0
+        explorer.replace_control("head", head_slider(change["new"]), redraw=False)
 
     count.observe(fit_slider, names="value")
-    return Explorer(view, {"n_heads": count, "head": pick}, prerender="head")
+    explorer = Explorer(view, {"n_heads": count, "head": head_slider(n_heads, head)},
+                        prerender="head")
+    return explorer
 
 
 class QueryHeadsView(View):
