@@ -121,11 +121,17 @@ _DECK_CSS = f"""<style>
 #: opened again: its widgets' models died with the kernel; GitHub; a static page)
 RERUN = ("Controls not live: rerun this cell (Shift+Enter) to use them. The static figure above "
          "shows this view at its defaults.")
-# Shown as an output of its own just before the widget's. CSS only (no script): while the
-# widget's view is live (the next output holds a .course-explorer) the line is hidden; in a
-# notebook opened again JupyterLab and Notebook 7 cannot find the widget's model and put
-# "Error displaying widget: model not found" (a .jupyter-widgets output with no element in
-# it) in its place: that is hidden and the line shows instead.
+# The output shown just before every explorer's widget (widgets cannot run a script of their
+# own; Jupyter runs this one, in an output it trusts: one just made by the kernel).
+# * CSS: while the widget's view is live (the next output holds a .course-explorer) the line
+#   is hidden. In a notebook opened again, JupyterLab and Notebook 7 cannot find the widget's
+#   model and put "Error displaying widget: model not found" (a .jupyter-widgets output with
+#   no element in it) in the widget's place: that is hidden and the line shows instead.
+# * Script (installed once per page): Escape in one of an explorer's controls leaves the
+#   control and gives the focus back to its cell, so that the notebook's keys, and the arrow
+#   keys of a live deck (jupyterlab-slideshow), work again. Without it a focused slider keeps
+#   the arrow keys, and Escape stops the deck. A click outside the control also gives the
+#   focus back (JupyterLab's own behaviour).
 _RERUN_HTML = f"""<div class="course-rerun">&#x21bb; {RERUN}</div>
 <style>
 .jp-OutputArea-child:has(.course-rerun):has(+ .jp-OutputArea-child .course-explorer) {{
@@ -134,7 +140,21 @@ _RERUN_HTML = f"""<div class="course-rerun">&#x21bb; {RERUN}</div>
 .jp-OutputArea-child:has(.course-rerun) + .jp-OutputArea-child
   > .jp-OutputArea-output.jupyter-widgets:not(:has(*)) {{ display: none; }}
 .course-rerun {{ font-style: italic; }}
-</style>"""
+</style>
+<script>
+if (!window.courseEscapeLeavesControls) {{
+  window.courseEscapeLeavesControls = true;
+  window.addEventListener("keydown", (event) => {{
+    const control = document.activeElement;
+    const explorer = control?.closest?.(".course-explorer");
+    if (event.key !== "Escape" || !explorer) return;
+    event.preventDefault();
+    event.stopPropagation();
+    control.blur();
+    explorer.closest(".jp-Cell")?.focus({{ preventScroll: true }});
+  }}, true);
+}}
+</script>"""
 
 
 def _kernel_loop() -> asyncio.AbstractEventLoop | None:
@@ -510,9 +530,10 @@ class Explorer:
         return bundle
 
     def _ipython_display_(self) -> None:
-        """Two outputs: the line :data:`RERUN` (hidden by CSS while the widget is live) and
-        the widget. A notebook saved and opened again shows the line instead of Jupyter's
-        "model not found" error; the static figure is the cell before the explorer."""
+        """Two outputs: the line :data:`RERUN` (hidden by CSS while the widget is live; it
+        also makes Escape leave a control) and the widget. A notebook saved and opened again
+        shows the line instead of Jupyter's "model not found" error; the static figure is the
+        cell before the explorer."""
         from IPython.display import display
 
         display({"text/html": _RERUN_HTML, "text/plain": RERUN}, raw=True)
