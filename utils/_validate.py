@@ -10,10 +10,11 @@ import torch
 
 
 def tensor(name: str, x, *, min_dim: int = 1, allow_empty: bool = False,
-           check_nan: bool = True) -> torch.Tensor:
-    """Check that ``x`` is a floating-point tensor with at least ``min_dim`` dims and no NaN.
+           check_nan: bool = True, finite: bool = False) -> torch.Tensor:
+    """Check that ``x`` is a floating-point tensor with at least ``min_dim`` dims and no NaN
+    (with ``finite``, no ``+inf`` or ``-inf`` either).
 
-    The NaN check costs one reduction (``x.sum()``); only when that is not finite are the
+    The checks cost one reduction (``x.sum()``); only when that is not finite are the
     elements looked at one by one.
     """
     if not isinstance(x, torch.Tensor):
@@ -26,13 +27,27 @@ def tensor(name: str, x, *, min_dim: int = 1, allow_empty: bool = False,
         )
     if not allow_empty and x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); it needs at least one element")
-    if check_nan and x.numel() and not torch.isfinite(x.sum()) and torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN (shape {tuple(x.shape)})")
+    if (check_nan or finite) and x.numel() and not torch.isfinite(x.sum()):
+        if check_nan and torch.isnan(x).any():
+            raise ValueError(f"{name} contains NaN (shape {tuple(x.shape)})")
+        if finite:
+            not_finite(name, x)
     return x
 
 
-def bool_mask(name: str, mask, target_shape: tuple[int, ...]) -> torch.Tensor:
-    """Check that ``mask`` is a bool tensor broadcastable to ``target_shape``."""
+def not_finite(name: str, x: torch.Tensor, hint: str = "") -> None:
+    """Raise a ValueError naming ``name`` if ``x`` holds NaN, ``+inf`` or ``-inf``."""
+    found = [word for word, test in (("NaN", torch.isnan), ("+inf", torch.isposinf),
+                                     ("-inf", torch.isneginf)) if test(x).any()]
+    if found:
+        raise ValueError(f"{name} contains {' and '.join(found)} (shape {tuple(x.shape)}); "
+                         f"{hint or 'it must hold finite numbers'}")
+
+
+def bool_mask(name: str, mask, target_shape: tuple[int, ...],
+              target: str = "the scores' shape (..., Lq, Lk)") -> torch.Tensor:
+    """Check that ``mask`` is a bool tensor broadcastable to ``target_shape`` (described as
+    ``target`` in the messages) without enlarging it."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a bool torch.Tensor, got {type(mask).__name__}")
     if mask.dtype != torch.bool:
@@ -43,12 +58,12 @@ def bool_mask(name: str, mask, target_shape: tuple[int, ...]) -> torch.Tensor:
         broadcast_shapes(mask.shape, target_shape)
     except RuntimeError:
         raise ValueError(
-            f"{name} of shape {tuple(mask.shape)} is not broadcastable to the scores' "
-            f"shape {tuple(target_shape)}"
+            f"{name} of shape {tuple(mask.shape)} is not broadcastable to {target} = "
+            f"{tuple(target_shape)}"
         ) from None
     if broadcast_shapes(mask.shape, target_shape) != torch.Size(target_shape):
         raise ValueError(
-            f"{name} of shape {tuple(mask.shape)} would enlarge the scores' shape "
+            f"{name} of shape {tuple(mask.shape)} would enlarge {target} = "
             f"{tuple(target_shape)}"
         )
     return mask
@@ -62,6 +77,8 @@ def positive(name: str, value, *, integer: bool = False, allow_zero: bool = Fals
         raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
     if value != value:  # NaN
         raise ValueError(f"{name} must be a number, got NaN")
+    if value == float("inf"):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
@@ -107,10 +124,10 @@ def dim(name: str, x: torch.Tensor, d: int) -> int:
 
 def qkv(q, k, v, *, same_length: bool = False) -> None:
     """Check queries ``(..., Lq, d_k)``, keys ``(..., Lk, d_k)`` and values ``(..., Lk, d_v)``:
-    tensors without NaN, matching d_k, keys and values of one length (and, with
+    finite tensors (no NaN or inf), matching d_k, keys and values of one length (and, with
     ``same_length``, queries too: self-attention), broadcastable batch dimensions."""
     for name, x in (("q", q), ("k", k), ("v", v)):
-        tensor(name, x, min_dim=2)
+        tensor(name, x, min_dim=2, finite=True)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d_k, got q {tuple(q.shape)} "
@@ -133,3 +150,32 @@ def qkv(q, k, v, *, same_length: bool = False) -> None:
             f"the leading (batch) dimensions of q {tuple(q.shape)}, k {tuple(k.shape)} and "
             f"v {tuple(v.shape)} do not broadcast"
         ) from None
+
+
+def key_padding_mask(mask, batch: tuple[int, ...], n_keys: int, keys: str) -> torch.Tensor:
+    """Check a key padding mask: bool ``(B, Lk)``, True = a real token that may be attended,
+    where B is the first batch dimension of the inputs (``batch``) and Lk their number of
+    keys; ``(Lk,)`` for unbatched inputs, as in ``torch.nn.MultiheadAttention``.
+
+    ``keys`` says how the inputs were passed (e.g. ``"k of shape (2, 7, 4)"``) for the
+    messages. Returns ``mask`` as a ``(B, 1, ..., 1, Lk)`` view that broadcasts over the
+    other batch dimensions and the queries: ``(*batch, Lq, Lk)``.
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"key_padding_mask must be a bool torch.Tensor (B, Lk), got {type(mask).__name__}"
+        )
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            "key_padding_mask must have dtype torch.bool (True = real token, may attend; "
+            "torch.nn.MultiheadAttention's key_padding_mask means the opposite, pass ~mask), "
+            f"got {mask.dtype}"
+        )
+    expected = (batch[0], n_keys) if batch else (n_keys,)
+    if tuple(mask.shape) != expected:
+        want = "(B, Lk)" if batch else "(Lk,) for unbatched inputs"
+        raise ValueError(
+            f"key_padding_mask must have shape {want} = {expected} for {keys}, "
+            f"got {tuple(mask.shape)}"
+        )
+    return mask.view(*mask.shape[:-1], *[1] * max(len(batch) - 1, 0), 1, n_keys)

@@ -35,7 +35,7 @@ def _softmaxable(name: str, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def _scores_values(scores, values) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate and broadcast to ``scores (*B, L)`` and ``values (*B, L, d)``."""
     _softmaxable("scores", _validate.tensor("scores", scores))
-    _validate.tensor("values", values, min_dim=2)
+    _validate.tensor("values", values, min_dim=2, finite=True)
     if scores.shape[-1] != values.shape[-2]:
         raise ValueError(
             f"scores cover L={scores.shape[-1]} positions but values have "
@@ -54,11 +54,26 @@ def _scores_values(scores, values) -> tuple[torch.Tensor, torch.Tensor]:
 def soft_attention(scores: torch.Tensor, values: torch.Tensor):
     """Soft attention: c = Σ_i α_i v_i with α = softmax(scores).
 
-    scores ``(..., L)``, values ``(..., L, d)`` -> context ``(..., d)``, weights ``(..., L)``.
+    scores ``(..., L)`` (``-inf`` = masked, not a whole row; no NaN or ``+inf``), values
+    ``(..., L, d)`` (finite) -> context ``(..., d)``, weights ``(..., L)``, in the promoted
+    dtype of scores and values (float16 and bfloat16 are computed in float32).
     """
     scores, values = _scores_values(scores, values)
+    dtype, scores, values = _work(scores, values)
     weights = torch.softmax(scores, dim=-1)
-    return (weights.unsqueeze(-2) @ values).squeeze(-2), weights
+    return _weighted(weights, values).to(dtype), weights.to(dtype)
+
+
+def _work(scores, values) -> tuple[torch.dtype, torch.Tensor, torch.Tensor]:
+    """The promoted dtype of ``scores`` and ``values``, and both in at least float32."""
+    dtype = torch.promote_types(scores.dtype, values.dtype)
+    work = torch.promote_types(dtype, torch.float32)
+    return dtype, scores.to(work), values.to(work)
+
+
+def _weighted(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Σ_i weights_i values_i: ``(..., L)``, ``(..., L, d)`` -> ``(..., d)``."""
+    return (weights.unsqueeze(-2) @ values).squeeze(-2)
 
 
 def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -96,7 +111,8 @@ def hard_attention(scores, values, generator=None, mode: str = "sample"):
     if mode == "argmax":
         index = scores.argmax(dim=-1)
     else:
-        index = _sample(torch.softmax(scores, dim=-1), 1, generator).squeeze(-1)
+        work = torch.promote_types(scores.dtype, torch.float32)
+        index = _sample(torch.softmax(scores.to(work), dim=-1), 1, generator).squeeze(-1)
     return _gather(values, index), index
 
 
@@ -114,10 +130,11 @@ def topk_attention(scores, values, k: int):
         raise TypeError(f"k must be an int, got {type(k).__name__} {k!r}")
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..L (L={n} positions), got k={k}")
+    dtype, scores, values = _work(scores, values)
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep.scatter_(-1, scores.topk(k, dim=-1).indices, True)
     weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
-    return (weights.unsqueeze(-2) @ values).squeeze(-2), weights
+    return _weighted(weights, values).to(dtype), weights.to(dtype)
 
 
 # ----------------------------------------------------------------------------- Gumbel
@@ -135,10 +152,22 @@ def _gumbel(shape, dtype, generator) -> torch.Tensor:
     return (-torch.log(-torch.log(u))).to(dtype)
 
 
+def _tau_dtype(dtype: torch.dtype, tau: float) -> torch.dtype:
+    """``dtype``, or float64 if ``τ`` is too small for it (below its smallest normal number)."""
+    return dtype if tau >= torch.finfo(dtype).tiny else torch.float64
+
+
 def _soft_sample(logits, tau, generator, dim) -> torch.Tensor:
-    """y = softmax((logits + g) / τ) along ``dim``, computed in at least float32."""
-    work = torch.promote_types(logits.dtype, torch.float32)
+    """y = softmax((logits + g) / τ) along ``dim``, computed in at least float32.
+
+    Softmax is shift invariant, so the maximum of z = logits + g is subtracted before the
+    division by τ: (z - max z) / τ <= 0 may underflow to -inf (weight 0) for a tiny τ but
+    never overflows to +inf, which would make the softmax NaN. A τ below the dtype's
+    smallest normal number (it would round to 0, and 0/0 is NaN) is computed in float64.
+    """
+    work = _tau_dtype(torch.promote_types(logits.dtype, torch.float32), tau)
     z = logits.to(work) + _gumbel(logits.shape, work, generator)
+    z = z - z.detach().amax(dim=dim, keepdim=True)
     return torch.softmax(z / tau, dim=dim).to(logits.dtype)
 
 
@@ -294,7 +323,14 @@ def gumbel_softmax_gradient(logits, f, tau: float, n_samples: int, generator=Non
     _validate.positive("tau", tau)
     _validate.positive("n_samples", n_samples, integer=True)
     y = _soft_sample(theta.expand(n_samples, k), tau, _generator(generator), -1)
-    return _softmax_vjp(y, _reward_grad(f, y)) / tau
+    work = _tau_dtype(theta.dtype, tau)
+    estimates = (_softmax_vjp(y.to(work), _reward_grad(f, y).to(work)) / tau).to(theta.dtype)
+    if not torch.isfinite(estimates.sum()):
+        raise ValueError(
+            f"tau={tau!r} is too small for {theta.dtype}: the estimates (of size up to |f|/tau) "
+            "overflow; use a larger tau or float64 logits"
+        )
+    return estimates
 
 
 def straight_through_gradient(logits, f, n_samples: int, generator=None):

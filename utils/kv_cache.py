@@ -19,10 +19,12 @@ caches preallocate ``max_len`` slots and write in place. The arithmetic is the s
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _validate
-from .attention import scaled_dot_product_attention
+from .attention import _attend, _project, _promote, _work_dtype
 from .masks import causal_mask
 
 __all__ = ["KVCache", "incremental_self_attention"]
@@ -49,9 +51,10 @@ class KVCache:
         self.k = self.v = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Add the keys ``(..., n, d_k)`` and values ``(..., n, d_v)`` of ``n`` new tokens."""
-        _validate.tensor("k", k, min_dim=2)
-        _validate.tensor("v", v, min_dim=2)
+        """Add the keys ``(..., n, d_k)`` and values ``(..., n, d_v)`` of ``n`` new tokens
+        (finite; the cache keeps them as given, in their dtype)."""
+        _validate.tensor("k", k, min_dim=2, finite=True)
+        _validate.tensor("v", v, min_dim=2, finite=True)
         if k.shape[:-1] != v.shape[:-1]:
             raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must agree in every "
                              "dimension but the last (batch..., n new tokens)")
@@ -74,19 +77,34 @@ class KVCache:
                 (append their keys and values first), ``n_q <= len(self)``.
             scale: multiplies the scores; defaults to ``1 / sqrt(d_k)``.
 
+        Computed as :func:`utils.attention.scaled_dot_product_attention` (float16 and
+        bfloat16 in float32).
+
         Returns:
             ``(output (..., n_q, d_v), weights (..., n_q, t))`` with the bottom-right
             aligned mask ``causal_mask(n_q, t)``: query i sees keys ``0 .. t - n_q + i``.
         """
         if self.k is None:
             raise ValueError("the cache is empty: append the new token's k and v before attend")
-        _validate.tensor("q", q, min_dim=2)
+        _validate.tensor("q", q, min_dim=2, finite=True)
         n_q, n_k = q.shape[-2], len(self)
+        if q.shape[-1] != self.k.shape[-1]:
+            raise ValueError(f"q has d_k={q.shape[-1]} (shape {tuple(q.shape)}) but the cached "
+                             f"keys have d_k={self.k.shape[-1]} (k {tuple(self.k.shape)})")
+        try:
+            _validate.broadcast_shapes(q.shape[:-2], self.k.shape[:-2])
+        except RuntimeError:
+            raise ValueError(f"the leading (batch) dimensions of q {tuple(q.shape)} and of the "
+                             f"cache's k {tuple(self.k.shape)} do not broadcast") from None
         if n_q > n_k:
             raise ValueError(f"q has {n_q} queries (shape {tuple(q.shape)}) but the cache holds "
                              f"only {n_k} positions: append their keys and values first")
-        return scaled_dot_product_attention(q, self.k, self.v, mask=causal_mask(n_q, n_k),
-                                            scale=scale)
+        if scale is None:
+            scale = 1.0 / math.sqrt(q.shape[-1])
+        else:
+            _validate.positive("scale", scale)
+        return _attend(q, self.k, self.v, causal_mask(n_q, n_k), scale,
+                       _promote(q, self.k, self.v))
 
 
 def incremental_self_attention(
@@ -103,15 +121,20 @@ def incremental_self_attention(
         w_q, w_k: ``(d_model, d_k)``; w_v: ``(d_model, d_v)``.
         chunk: tokens per step (1 = token-by-token generation).
 
+    Like :func:`utils.attention.self_attention`, float16 and bfloat16 are computed (and
+    cached) in float32 and the output is returned in the inputs' dtype.
+
     Returns:
         ``(..., N, d_v)``, equal to ``self_attention(x, ..., mask=causal_mask(N))[0]``.
     """
-    _validate.tensor("x", x, min_dim=2)
+    _validate.tensor("x", x, min_dim=2, finite=True)
     _validate.projections("x", x, w_q=w_q, w_k=w_k, w_v=w_v)
     _validate.positive("chunk", chunk, integer=True)
+    dtype = _promote(x, w_q, w_k, w_v)
+    work = _work_dtype(dtype)
     cache, outputs = KVCache(), []
     for start in range(0, x.shape[-2], chunk):
         x_new = x[..., start:start + chunk, :]
-        cache.append(x_new @ w_k, x_new @ w_v)
-        outputs.append(cache.attend(x_new @ w_q)[0])
-    return torch.cat(outputs, dim=-2)
+        cache.append(_project(x_new, w_k, "x", "w_k", work), _project(x_new, w_v, "x", "w_v", work))
+        outputs.append(cache.attend(_project(x_new, w_q, "x", "w_q", work))[0])
+    return torch.cat(outputs, dim=-2).to(dtype)

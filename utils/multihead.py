@@ -13,11 +13,13 @@ plain weight matrices as ``(d_in, d_out)`` applied as ``x @ w``, so
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from . import _validate
-from .attention import scaled_dot_product_attention
+from .attention import _attend
 
 __all__ = ["MultiHeadAttention", "merge_heads", "split_heads"]
 
@@ -59,14 +61,22 @@ class MultiHeadAttention(nn.Module):
         n_heads: number of heads H; must divide ``d_model``.
         bias: whether the four projections have biases.
         dtype: optional parameter dtype (e.g. ``torch.float64``).
+        dropout: probability of zeroing each attention weight in training mode
+            (``module.train()``, the default for a new module), as
+            ``torch.nn.MultiheadAttention(dropout=...)`` does: the kept weights are scaled by
+            ``1 / (1 - dropout)``. No dropout in evaluation mode (``module.eval()``).
     """
 
     def __init__(
-        self, d_model: int, n_heads: int, bias: bool = True, dtype: torch.dtype | None = None
+        self, d_model: int, n_heads: int, bias: bool = True, dtype: torch.dtype | None = None,
+        *, dropout: float = 0.0,
     ) -> None:
         super().__init__()
         _validate.positive("d_model", d_model, integer=True)
         _validate.positive("n_heads", n_heads, integer=True)
+        _validate.positive("dropout", dropout, allow_zero=True)
+        if dropout > 1:
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
         if d_model % n_heads:
             raise ValueError(
                 f"n_heads={n_heads} must divide d_model={d_model} "
@@ -75,6 +85,7 @@ class MultiHeadAttention(nn.Module):
         self.d_model = d_model
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
+        self.dropout = float(dropout)
         # nn.Linear weights are (d_out, d_in); layer(x) = x @ weight.T + bias.
         self.w_q = nn.Linear(d_model, d_model, bias=bias, dtype=dtype)
         self.w_k = nn.Linear(d_model, d_model, bias=bias, dtype=dtype)
@@ -92,35 +103,74 @@ class MultiHeadAttention(nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         mask: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attend from ``query`` over ``key``/``value``.
 
         Args:
-            query: ``(B, Lq, D)``; key, value: ``(B, Lk, D)``.
+            query: ``(B, Lq, D)``; key, value: ``(B, Lk, D)`` (any leading dimensions that
+                broadcast, or none), finite, in the parameters' dtype.
             mask: optional bool, True = may attend, broadcastable to
                 ``(B, H, Lq, Lk)``: e.g. ``(Lq, Lk)`` (same for all), ``(B, 1, Lq, Lk)``
-                (per example), ``(B, H, Lq, Lk)`` or a key padding mask ``(B, 1, 1, Lk)``.
+                (per example) or ``(B, H, Lq, Lk)``.
+            key_padding_mask: optional bool ``(B, Lk)``, True = a real token (may be
+                attended), False = padding; ``(Lk,)`` for unbatched inputs. Combined with
+                ``mask`` by "and". torch's ``key_padding_mask`` means the opposite (True =
+                padding): pass torch ``~key_padding_mask``.
+
+        In training mode with ``dropout > 0`` the attention weights go through dropout before
+        they weight the values (see the class), and the weights returned are those.
 
         Returns:
             ``(output (B, Lq, D), weights (B, H, Lq, Lk))``; a fully masked query gets
             zero weights, so its output is the output projection's bias.
         """
+        param_dtype = self.w_q.weight.dtype
         for name, x in (("query", query), ("key", key), ("value", value)):
-            _validate.tensor(name, x, min_dim=2)
+            _validate.tensor(name, x, min_dim=2, finite=True)
             if x.shape[-1] != self.d_model:
                 raise ValueError(
                     f"{name} must have last dimension d_model={self.d_model}, "
                     f"got shape {tuple(x.shape)}"
+                )
+            if x.dtype != param_dtype:
+                raise TypeError(
+                    f"{name} has dtype {x.dtype} but the module's parameters are "
+                    f"{param_dtype}: convert one, e.g. {name}.to({param_dtype}) or "
+                    f"module.to({x.dtype})"
                 )
         if key.shape[-2] != value.shape[-2]:
             raise ValueError(
                 f"key and value must have the same length, got key {tuple(key.shape)} "
                 f"and value {tuple(value.shape)}"
             )
+        try:
+            batch = _validate.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        except RuntimeError:
+            raise ValueError(
+                f"the leading (batch) dimensions of query {tuple(query.shape)}, key "
+                f"{tuple(key.shape)} and value {tuple(value.shape)} do not broadcast"
+            ) from None
+        n_q, n_k = query.shape[-2], key.shape[-2]
+        if mask is not None:
+            _validate.bool_mask("mask", mask, (*batch, self.n_heads, n_q, n_k),
+                                "(B, H, Lq, Lk)")
+        if key_padding_mask is not None:
+            keep = _validate.key_padding_mask(
+                key_padding_mask, tuple(batch), n_k,
+                f"query {tuple(query.shape)} and key {tuple(key.shape)}",
+            ).unsqueeze(-3)  # (B, 1, 1, Lk): the same for every head and query
+            mask = keep if mask is None else mask & keep
         q = split_heads(self.w_q(query), self.n_heads)  # (B, H, Lq, Dh)
         k = split_heads(self.w_k(key), self.n_heads)  # (B, H, Lk, Dh)
         v = split_heads(self.w_v(value), self.n_heads)  # (B, H, Lk, Dh)
-        out, weights = scaled_dot_product_attention(q, k, v, mask=mask)
+        for name, x in (("query", q), ("key", k), ("value", v)):
+            if not torch.isfinite(x.detach().sum()):
+                _validate.not_finite(f"the projected {name}", x,
+                                     f"{name} or its projection are too large for {x.dtype}")
+        dropout = self.dropout if self.training else 0.0
+        out, weights = _attend(q, k, v, mask, 1.0 / math.sqrt(self.d_head), q.dtype, dropout)
         return self.w_o(merge_heads(out)), weights
 
     @classmethod
@@ -130,8 +180,10 @@ class MultiHeadAttention(nn.Module):
         torch packs the three input projections as ``in_proj_weight = [W_q; W_k; W_v]``
         (``(3D, D)``, in ``nn.Linear``'s ``(d_out, d_in)`` layout). Whether ``m`` is
         ``batch_first`` or not does not matter for the weights; this module is always
-        batch first. Remember that torch's masks mean True = *blocked*: pass it
-        ``~mask`` where this module takes ``mask``.
+        batch first. ``dropout`` and the training mode (``m.training``) are copied too, so
+        both modules drop attention weights in training mode and none in evaluation mode.
+        Remember that torch's masks mean True = *blocked*: pass it ``~mask`` where this
+        module takes ``mask`` (and ``~key_padding_mask`` for ``key_padding_mask``).
         """
         if not isinstance(m, nn.MultiheadAttention):
             raise TypeError(f"m must be a torch.nn.MultiheadAttention, got {type(m).__name__}")
@@ -141,7 +193,8 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("m must not use add_bias_kv or add_zero_attn")
         w = m.in_proj_weight
         has_bias = m.in_proj_bias is not None
-        new = cls(m.embed_dim, m.num_heads, bias=has_bias, dtype=w.dtype).to(w.device)
+        new = cls(m.embed_dim, m.num_heads, bias=has_bias, dtype=w.dtype, dropout=m.dropout)
+        new = new.to(w.device).train(m.training)
         d = m.embed_dim
         with torch.no_grad():
             for i, layer in enumerate((new.w_q, new.w_k, new.w_v)):

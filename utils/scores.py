@@ -15,6 +15,10 @@ additive     :math:`v^\top \tanh(q W_q + k W_k)`         ``w_q (d_q, h), w_k (d_
 concat       :math:`v^\top \tanh([q; k] W)` (Luong)      ``w (d_q + d_k, h), v (h,)``
 cosine       :math:`\cos(q, k) / T`                      temperature ``T > 0``
 ===========  ==========================================  ==============================
+
+Inputs must be finite. float16 and bfloat16 are computed in float32 (as torch's attention
+does) and the scores returned in the inputs' (promoted) dtype; scores too large for that
+dtype raise a ``ValueError`` rather than come back as ``inf``.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ _ADDITIVE_CHUNK_ELEMENTS = 1 << 22
 
 
 def _check_qk(q, k, *, same_d: bool) -> None:
-    _validate.tensor("q", q, min_dim=2)
-    _validate.tensor("k", k, min_dim=2)
+    _validate.tensor("q", q, min_dim=2, finite=True)
+    _validate.tensor("k", k, min_dim=2, finite=True)
     if same_d and q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d, got q {tuple(q.shape)} "
@@ -58,20 +62,45 @@ def _check_qk(q, k, *, same_d: bool) -> None:
 
 
 def _check_weight(name: str, w, shape: tuple[int, ...], meaning: str) -> None:
-    _validate.tensor(name, w)
+    _validate.tensor(name, w, finite=True)
     if tuple(w.shape) != shape:
         raise ValueError(f"{name} must have shape {meaning} = {shape}, got {tuple(w.shape)}")
+
+
+def _work(*xs: torch.Tensor) -> tuple[torch.dtype, list[torch.Tensor]]:
+    """The promoted dtype of ``xs``, and ``xs`` in at least float32 (no copy if they are)."""
+    dtype = xs[0].dtype
+    for x in xs[1:]:
+        dtype = torch.promote_types(dtype, x.dtype)
+    work = torch.promote_types(dtype, torch.float32)
+    return dtype, [x.to(work) for x in xs]
+
+
+def _finish(scores: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """``scores`` in ``dtype``; a ValueError if they overflow it (finite inputs, too large)."""
+    out = scores.to(dtype)
+    if not torch.isfinite(out.detach().sum()) and not torch.isfinite(out).all():
+        largest = scores.detach().abs().max().item()
+        raise ValueError(
+            f"the {name} scores of q and k overflow {dtype} (largest |score| {largest:.3g}, "
+            f"{dtype} holds up to {torch.finfo(dtype).max:.3g}): scale q and k down or pass "
+            "them in a wider dtype"
+        )
+    return out
 
 
 def dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Dot-product scores ``q @ k^T``: ``(..., Lq, d), (..., Lk, d) -> (..., Lq, Lk)``."""
     _check_qk(q, k, same_d=True)
-    return q @ k.transpose(-2, -1)
+    dtype, (q, k) = _work(q, k)
+    return _finish(q @ k.transpose(-2, -1), dtype, "dot")
 
 
 def scaled_dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Scaled dot-product scores ``q @ k^T / sqrt(d)`` (the Transformer's)."""
-    return dot(q, k) / math.sqrt(q.shape[-1])
+    _check_qk(q, k, same_d=True)
+    dtype, (q, k) = _work(q, k)
+    return _finish(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dtype, "scaled_dot")
 
 
 def general(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -85,7 +114,8 @@ def general(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """
     _check_qk(q, k, same_d=False)
     _check_weight("w", w, (q.shape[-1], k.shape[-1]), "(d_q, d_k)")
-    return (q @ w) @ k.transpose(-2, -1)
+    dtype, (q, k, w) = _work(q, k, w)
+    return _finish((q @ w) @ k.transpose(-2, -1), dtype, "general")
 
 
 def additive(
@@ -105,13 +135,14 @@ def additive(
         ``(..., Lq, Lk)``.
     """
     _check_qk(q, k, same_d=False)
-    _validate.tensor("v", v)
+    _validate.tensor("v", v, finite=True)
     if v.dim() != 1:
         raise ValueError(f"v must be a vector (h,), got shape {tuple(v.shape)}")
     h = v.shape[0]
     _check_weight("w_q", w_q, (q.shape[-1], h), "(d_q, h)")
     _check_weight("w_k", w_k, (k.shape[-1], h), "(d_k, h)")
-    return _additive(q @ w_q, k @ w_k, v)
+    dtype, (q, k, w_q, w_k, v) = _work(q, k, w_q, w_k, v)
+    return _finish(_additive(q @ w_q, k @ w_k, v), dtype, "additive")
 
 
 def _additive(pq: torch.Tensor, pk: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -142,12 +173,13 @@ def concat(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -
         ``(..., Lq, Lk)``.
     """
     _check_qk(q, k, same_d=False)
-    _validate.tensor("v", v)
+    _validate.tensor("v", v, finite=True)
     if v.dim() != 1:
         raise ValueError(f"v must be a vector (h,), got shape {tuple(v.shape)}")
     d_q = q.shape[-1]
     _check_weight("w", w, (d_q + k.shape[-1], v.shape[0]), "(d_q + d_k, h)")
-    return _additive(q @ w[:d_q], k @ w[d_q:], v)
+    dtype, (q, k, w, v) = _work(q, k, w, v)
+    return _finish(_additive(q @ w[:d_q], k @ w[d_q:], v), dtype, "concat")
 
 
 def cosine(q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -163,11 +195,24 @@ def cosine(q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0) -> torch.
     """
     _check_qk(q, k, same_d=True)
     _validate.positive("temperature", temperature)
-    eps = torch.finfo(q.dtype).tiny
-    qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
-    kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)
+    dtype, (q, k) = _work(q, k)
+    qn, kn = _unit(q), _unit(k)
     # Rounding can push |cos| a hair above 1; clamp so the bound is exact.
-    return (qn @ kn.transpose(-2, -1)).clamp_(-1.0, 1.0) / temperature
+    return _finish((qn @ kn.transpose(-2, -1)).clamp_(-1.0, 1.0) / temperature, dtype, "cosine")
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """``x / |x|`` row-wise; a zero row stays zero. A norm whose square would overflow or
+    underflow the dtype (huge or tiny entries) is taken after dividing that row by its
+    largest entry; other rows are left as they are."""
+    info = torch.finfo(x.dtype)
+    norm = x.norm(dim=-1, keepdim=True)
+    unsafe = ~(torch.isfinite(norm) & (norm > info.tiny**0.5 / info.eps))
+    if unsafe.any():  # (zero rows too, which stay zero)
+        top = x.abs().amax(dim=-1, keepdim=True)
+        x = torch.where(unsafe, x / top.masked_fill(top == 0, 1.0), x)
+        norm = x.norm(dim=-1, keepdim=True)
+    return x / norm.clamp_min(info.tiny)
 
 
 SCORE_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {

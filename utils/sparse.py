@@ -26,6 +26,7 @@ import math
 import torch
 
 from . import _validate
+from .attention import _work_dtype
 
 __all__ = ["sliding_window_attention"]
 
@@ -88,18 +89,28 @@ def sliding_window_attention(
     batch = _validate.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_seq = math.prod(batch)
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-    opts = {"dtype": dtype, "device": q.device}
+    work = _work_dtype(dtype)  # float16/bfloat16 are computed in float32, as torch does
+    opts = {"dtype": work, "device": q.device}
+    scale = 1.0 / math.sqrt(d_k)
+    # |q_i . k_j| <= d_k max|q| max|k|. If that could overflow, q and k are divided by their
+    # largest entries and each row's scores are shifted by its maximum before those factors
+    # are applied again (see _normalise): never NaN, however large the (finite) inputs.
+    q_max, k_max = (torch.linalg.vector_norm(x, ord=math.inf).item() for x in (q, k))
+    boost = None
+    if d_k * q_max * k_max > torch.finfo(work).max / 4:
+        q, k = q.to(work) / q_max, k.to(work) / k_max
+        boost, scale = (q_max, k_max, scale), 1.0
     # Contiguous (n_seq, L, d): views, unless an input is broadcast over the batch dimensions
     # or not contiguous (e.g. heads split by a transpose), then one copy.
     qf, kf, vf = (
-        x.to(dtype).expand(*batch, *x.shape[-2:]).reshape(n_seq, n, -1).contiguous()
+        x.to(work).expand(*batch, *x.shape[-2:]).reshape(n_seq, n, -1).contiguous()
         for x in (q, k, v)
     )
 
     # Additive band mask, the same for every block: query row r and key column c of a
     # neighbourhood are i - j = before*b + r - c apart. Blocked entries get the most negative
     # finite number (exp gives exactly 0), so even a padding query row stays finite.
-    neg = torch.finfo(dtype).min
+    neg = torch.finfo(work).min
     offset = before * b + torch.arange(b)[:, None] - torch.arange(width)[None, :]
     band = (offset >= 0) & (offset <= window) if causal else offset.abs() <= window
     bias = torch.zeros(b, width, **opts).masked_fill_(~band.to(q.device), neg)
@@ -111,7 +122,6 @@ def sliding_window_attention(
     out = torch.empty(n_seq, n, d_v, **opts)
     # Work a tile at a time, so temporary memory is about one tile's scores.
     tiles = _tiles(n_seq, n, b, n_blocks, before, after, width)
-    scale = 1.0 / math.sqrt(d_k)
     for t0, t1, i0, i1 in tiles:
         q_rows = slice(i0 * b, min(i1 * b, n))
         if t1 - t0 == 1 and i0 >= before and (i1 + after) * b <= n:
@@ -126,14 +136,26 @@ def sliding_window_attention(
                 kf[t, start:].as_strided((n_win, d_k, width), (b * d_k, 1, d_k)),
                 alpha=scale,
             )
-            weights = torch.softmax(scores, dim=-1)
+            weights = _normalise(scores, boost)
             vw = vf[t, start:].as_strided((n_win, width, d_v), (b * d_v, d_v, 1))
             torch.bmm(weights, vw, out=out[t, q_rows].view(n_win, b, d_v))
         else:
             y = _tile(qf[t0:t1], kf[t0:t1], vf[t0:t1], i0, i1, b, before, after, scale,
-                      bias, outside, edges, neg)
+                      bias, outside, edges, neg, boost)
             out[t0:t1, q_rows] = y[:, : q_rows.stop - q_rows.start]
-    return out.view(*batch, n, d_v)
+    return out.view(*batch, n, d_v).to(dtype)
+
+
+def _normalise(scores: torch.Tensor, boost: tuple[float, ...] | None) -> torch.Tensor:
+    """Softmax over the last dimension. With ``boost = (q_max, k_max, scale)`` the true scores are
+    ``scores * q_max * k_max * scale``, too large for the dtype: each row is shifted by its maximum
+    first (softmax is shift invariant), then multiplied by the factors one at a time, so the
+    entries far below the maximum become ``-inf`` (weight 0) and none becomes NaN."""
+    if boost is not None:
+        scores = scores - scores.amax(dim=-1, keepdim=True)
+        for factor in boost:
+            scores.mul_(factor)
+    return torch.softmax(scores, dim=-1)
 
 
 def _tiles(n_seq, n, b, n_blocks, before, after, width):
@@ -166,7 +188,7 @@ def _tiles(n_seq, n, b, n_blocks, before, after, width):
     return tiles
 
 
-def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg):
+def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg, boost):
     """Query blocks ``i0..i1-1`` of the ``(c, L, d)`` sequences q, k, v: ``(c, (i1-i0)*b, d_v)``.
 
     Each sequence's queries and keys are copied into a small zero-padded buffer of
@@ -203,7 +225,7 @@ def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg):
     for i in edges:
         if i0 <= i < i1:
             blocks[:, i - i0].masked_fill_(outside[i], neg)
-    out = torch.bmm(torch.softmax(scores, dim=-1), vw)  # (n_win, b, d_v)
+    out = torch.bmm(_normalise(scores, boost), vw)  # (n_win, b, d_v)
     if c == 1:
         return out.view(1, ci * b, d_v)
     return out.view(c, p * b, d_v)[:, : ci * b]
