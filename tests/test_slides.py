@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tools import slides  # noqa: E402
+from tools import slides, static_html  # noqa: E402
 
 REMOTE = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
 CSS_REMOTE = re.compile(r"""(?:@import\s+|url\(\s*)["']?(?:https?:)?//""", re.IGNORECASE)
@@ -51,8 +51,7 @@ class _Links(HTMLParser):
 
 
 def _vendor_available() -> bool:
-    cached = all(slides._tarball(n, v).is_file() for n, v in slides.PACKAGES.items())
-    return cached or shutil.which("npm") is not None
+    return static_html.vendor_cached(slides.NPM) or shutil.which("npm") is not None
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +100,12 @@ def test_deck_images_resolve_next_to_it(deck):
         assert not REMOTE.match(url) and _local(deck, url).is_file(), f"image {url} does not resolve"
 
 
-def test_relink_points_images_and_chapter_links_at_the_decks():
-    html = '<img src="../images/a.svg"> <a href="02-cross-attention.ipynb">next</a>'
-    assert slides._relink(html) == ('<img src="images/a.svg"> '
-                                    '<a href="02-cross-attention.slides.html">next</a>')
+def test_relink_points_images_and_chapter_links_at_the_pages():
+    html = ('<img src="../images/a.svg"> <a href="02-cross-attention.ipynb">next</a> '
+            '<a href="../README.md">main</a>')
+    assert static_html.relink(html, ".slides.html") == (
+        '<img src="images/a.svg"> <a href="02-cross-attention.slides.html">next</a> '
+        '<a href="../README.md">main</a>')
+    assert static_html.relink(html, ".html", readme="index.html") == (
+        '<img src="images/a.svg"> <a href="02-cross-attention.html">next</a> '
+        '<a href="index.html">main</a>')

@@ -11,99 +11,48 @@ Then open ``build/slides/01-self-attention.slides.html`` in a browser: no networ
 How: nbconvert's slides exporter (the cells' ``slideshow`` metadata makes the slides), with
 every script and style sheet served from a local copy next to the decks instead of a CDN:
 reveal.js, MathJax 2 (nbconvert's reveal template speaks MathJax 2's API), RequireJS and
-jQuery, fetched once from the npm registry with ``npm pack`` at the pinned versions below
-into ``build/vendor/`` (a cache; nothing is committed) and unpacked into
-``build/slides/_static/``. The template's Mermaid import (a CDN module, unused here) is
-left out. ``images/`` is copied to ``build/slides/images/`` and the notebooks' ``../images/``
-links point there; links between chapters point at their decks. Widgets show their static
+jQuery, fetched once from the npm registry with ``npm pack`` at the versions pinned in
+``tools/static_html.py`` into ``build/vendor/`` (a cache shared with ``make site``; nothing
+is committed) and unpacked into ``build/slides/_static/``. The template's Mermaid import
+(a CDN module, unused here) is left out. ``images/`` is copied to ``build/slides/images/``
+and the notebooks' ``../images/`` links point there; links between chapters point at their
+decks. Widgets show their static
 figure (the cell before each live explorer): a static deck has no kernel.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
-import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.static_html import (
+    JQUERY_URL,
+    MATHJAX_URL,
+    REQUIRE_JS_URL,
+    REVEAL_URL,
+    ROOT,
+    copy_images,
+    install_static,
+    relink,
+    solution_notebooks,
+)
+
 OUT = ROOT / "build" / "slides"
-VENDOR = ROOT / "build" / "vendor"
-STATIC = "_static"
-#: npm packages and the version of each that the decks use
-PACKAGES = {"reveal.js": "4.6.0", "mathjax": "2.7.9", "requirejs": "2.3.8", "jquery": "3.7.1"}
-#: the parts of each package the decks load (paths inside the package)
-PARTS = {
-    "reveal.js": ["dist", "plugin/notes"],
-    "mathjax": ["MathJax.js", "config", "extensions", "jax/input/TeX", "jax/output/CommonHTML",
-                "jax/element", "fonts/HTML-CSS/TeX/woff", "localization/en"],
-    "requirejs": ["require.js"],
-    "jquery": ["dist/jquery.min.js"],
-}
+#: the npm packages the decks load (versions in tools.static_html.PACKAGES)
+NPM = ("reveal.js", "mathjax", "requirejs", "jquery")
 URLS = {
-    "reveal_url_prefix": f"{STATIC}/reveal.js",
-    "mathjax_url": f"{STATIC}/mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
-    "require_js_url": f"{STATIC}/requirejs/require.js",
-    "jquery_url": f"{STATIC}/jquery/dist/jquery.min.js",
+    "reveal_url_prefix": REVEAL_URL,
+    "mathjax_url": MATHJAX_URL,
+    "require_js_url": REQUIRE_JS_URL,
+    "jquery_url": JQUERY_URL,
 }
 # nbconvert's reveal template, without its Mermaid import from a CDN
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 """
 
-__all__ = ["build_decks", "fetch_vendor"]
-
-
-def _tarball(name: str, version: str) -> Path:
-    return VENDOR / f"{name.replace('/', '-').lstrip('@')}-{version}.tgz"
-
-
-def fetch_vendor() -> dict[str, Path]:
-    """The pinned npm tarballs in build/vendor/, packed with ``npm pack`` if not there yet."""
-    VENDOR.mkdir(parents=True, exist_ok=True)
-    tarballs = {}
-    for name, version in PACKAGES.items():
-        path = _tarball(name, version)
-        if not path.is_file():
-            npm = shutil.which("npm")
-            if npm is None:
-                raise SystemExit(f"make slides needs npm once, to fetch {name}@{version} from the "
-                                 "npm registry: sudo apt-get install npm")
-            subprocess.run([npm, "pack", "--silent", "--pack-destination", str(VENDOR),
-                            f"{name}@{version}"], check=True, stdout=subprocess.DEVNULL)
-            if not path.is_file():
-                raise SystemExit(f"npm pack {name}@{version} did not write {path}")
-        tarballs[name] = path
-    return tarballs
-
-
-def _unpack(tarball: Path, parts: list[str], dest: Path) -> None:
-    """Extract ``parts`` (files or folders inside the npm package) of ``tarball`` to ``dest``."""
-    with tarfile.open(tarball) as tar:
-        members = []
-        for m in tar.getmembers():
-            inner = m.name.split("/", 1)[1] if "/" in m.name else ""  # strip "package/"
-            if (m.isfile() or m.isdir()) and any(inner == p or inner.startswith(p + "/")
-                                                 for p in parts):
-                m.name = inner
-                members.append(m)
-        tar.extractall(dest, members=members, filter="data")
-
-
-def _install_static(out: Path) -> None:
-    tarballs = fetch_vendor()
-    static = out / STATIC
-    stamp = static / ".versions"
-    wanted = repr(sorted(PACKAGES.items()))
-    if stamp.is_file() and stamp.read_text() == wanted:
-        return
-    shutil.rmtree(static, ignore_errors=True)
-    for name, tarball in tarballs.items():
-        _unpack(tarball, PARTS[name], static / name)
-    stamp.write_text(wanted)
+__all__ = ["build_decks"]
 
 
 def _exporter():
@@ -118,31 +67,20 @@ def _exporter():
         **URLS)
 
 
-def _relink(html: str) -> str:
-    """Images from images/ next to the decks; chapter links to the chapters' decks."""
-    html = re.sub(r'(src=["\'])\.\./images/', r"\1images/", html)
-    return re.sub(r'(href=["\'])(\d\d-[\w-]+)\.ipynb', r"\1\2.slides.html", html)
-
-
 def build_decks(names: list[str] | None = None, out: Path = OUT) -> list[Path]:
     """Write ``out/NN-name.slides.html`` for each solution notebook (all if ``names`` is None)."""
     import nbformat
 
-    notebooks = sorted((ROOT / "solutions").glob("[0-9][0-9]-*.ipynb"))
-    if names:
-        notebooks = [p for p in notebooks if p.stem in names or p.name in names]
-        missing = set(names) - {p.stem for p in notebooks} - {p.name for p in notebooks}
-        if missing:
-            raise SystemExit(f"no solution notebook named {sorted(missing)}")
+    notebooks = solution_notebooks(names)
     out.mkdir(parents=True, exist_ok=True)
-    _install_static(out)
-    shutil.copytree(ROOT / "images", out / "images", dirs_exist_ok=True)
+    install_static(out, NPM)
+    copy_images(out)
     exporter, decks = _exporter(), []
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
         deck = out / f"{path.stem}.slides.html"
-        deck.write_text(_relink(html), encoding="utf-8")
+        deck.write_text(relink(html, ".slides.html"), encoding="utf-8")
         decks.append(deck)
     return decks
 

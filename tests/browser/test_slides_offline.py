@@ -6,15 +6,14 @@ import shutil
 
 import pytest
 
-from tools import slides
+from tools import slides, static_html
 
 
 @pytest.fixture(scope="module")
 def deck(tmp_path_factory):
-    cached = all(slides._tarball(n, v).is_file() for n, v in slides.PACKAGES.items())
-    if not cached and shutil.which("npm") is None:
+    if not static_html.vendor_cached(slides.NPM) and shutil.which("npm") is None:
         pytest.skip("npm not found: make slides fetches reveal.js and MathJax with it once")
-    first = sorted((slides.ROOT / "solutions").glob("[0-9][0-9]-*.ipynb"))[0].stem
+    first = static_html.solution_notebooks()[0].stem
     (path,) = slides.build_decks([first], out=tmp_path_factory.mktemp("slides"))
     return path
 
