@@ -47,6 +47,7 @@ figures: $(STAMP)  ## redraw the SVG diagrams in images/
 bench: $(STAMP)  ## benchmarks (not tests): prints tables for the README
 	$(BIN)/python -m benchmarks.bench_attention
 	$(BIN)/python -m benchmarks.bench_browser
+	$(BIN)/python -m benchmarks.bench_training
 
 slides: $(STAMP)  ## static reveal.js decks of the solutions in build/slides/ (open offline)
 	$(BIN)/python -m tools.slides

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["RunningExample", "running_example"]
+__all__ = ["RunningExample", "feature_vector", "running_example"]
 
 SENTENCE = "John went to the store. He bought milk."
 TOKENS = ["John", "went", "to", "the", "store", ".", "He", "bought", "milk", "."]
@@ -75,6 +75,15 @@ def _table(rows: list[str], cols: list[str], entries: dict, dtype) -> torch.Tens
         for col, value in entries.get(row, {}).items():
             out[r, cols.index(col)] = value
     return out
+
+
+def feature_vector(token: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The designed features ``(d_model,)`` of a word of the running example (one entry per
+    name in ``FEATURES``), e.g. ``"John"`` -> person and male. ``KeyError`` for other words."""
+    if token not in _EMBEDDING:
+        raise KeyError(f"{token!r} is not a word of the running example; its words: "
+                       f"{sorted(_EMBEDDING)}")
+    return _table([token], FEATURES, _EMBEDDING, dtype)[0]
 
 
 def running_example(dtype: torch.dtype = torch.float64) -> RunningExample:

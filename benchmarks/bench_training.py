@@ -1,0 +1,49 @@
+"""Benchmark: the notebooks' training runs (each must take <= 3 s on the 2-core machine).
+
+Run from the repository root::
+
+    python -m benchmarks.bench_training
+
+One function per task (``bench_<task>``); each trains its run(s) as the notebook does, a few
+times, and prints the seconds per run (wall clock and CPU time of this process) with the
+load average, since other processes competing for the cores slow everything down.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def _report(label: str, fn, repeats: int = 3) -> None:
+    fn()  # warm-up: first calls pay for torch's lazy initialisation
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    print(f"{label:<48} {min(walls):6.2f} s wall (best of {repeats}), "
+          f"{min(cpus):6.2f} s CPU")
+
+
+def bench_pronoun() -> None:
+    """Chapter 1: W_Q, W_K, W_V learned for "He" -> its name (``utils.training.pronoun``)."""
+    from utils.training import pronoun
+
+    _report("ch1 pronoun, running sentences", lambda: pronoun.fit("running", seed=0))
+    _report("ch1 pronoun, order, no positions", lambda: pronoun.fit("order", seed=0))
+    _report("ch1 pronoun, order, sinusoidal positions",
+            lambda: pronoun.fit("order", use_positions=True, seed=0))
+
+
+def main() -> None:
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for name, fn in list(globals().items()):
+        if name.startswith("bench_") and callable(fn):
+            fn()
+    print(f"load average after:  {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
