@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # strict nbval for the executed solutions, lax for the (output-free) student chapters
 NBVAL  := --nbval-current-env -p no:cacheprovider
 
-.PHONY: install lab test unit notebooks browser lint bench slides figures chapters clean
+.PHONY: install lab test unit notebooks browser lint bench slides site figures chapters clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench: $(STAMP)  ## benchmarks (not tests): prints tables for the README
 
 slides: $(STAMP)  ## static reveal.js decks of the solutions in build/slides/ (open offline)
 	$(BIN)/python -m tools.slides
+
+site: $(STAMP)  ## the course as a static website in build/site/ (offline; publish the folder as it is)
+	$(BIN)/python -m tools.site
 
 clean:
 	rm -rf build .pytest_cache
