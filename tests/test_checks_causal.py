@@ -32,7 +32,7 @@ MASK_BUGS = {
     "upper_triangular": lambda n: ones(n, n).triu(1),
     "anti_causal": lambda n: ones(n, n).triu(),
     "no_mask": lambda n: ones(n, n),
-    "not_bool": lambda n: torch.ones(n, n).tril(),
+    "wrong_dtype": lambda n: torch.ones(n, n).tril(),
     "wrong_shape": lambda n: ones(n, n + 1).tril(),
     "raised": lambda n: ones(n, n)[n],
 }
@@ -60,7 +60,11 @@ def test_causal_mask_diagnoses(key, capsys):
 def test_additive_float_mask_is_named():
     result = ex.check_causal_mask(
         lambda n: torch.zeros(n, n).masked_fill(~ones(n, n).tril(), float("-inf")))
-    assert result.diagnosis == "not_bool" and "additive" in result.message
+    assert result.diagnosis == "additive_mask" and "additive" in result.message
+    # with another fill than -inf it is not the additive-mask fingerprint: a plain dtype message
+    result = ex.check_causal_mask(
+        lambda n: torch.zeros(n, n).masked_fill(~ones(n, n).tril(), -1e9))
+    assert result.diagnosis == "wrong_dtype" and "torch.bool" in result.message
 
 
 # --------------------------------------------------------------------------- causal attention
@@ -137,7 +141,9 @@ KV_BUGS = {
     "diagonal_hidden": lambda n_q, n_k: ones(n_q, n_k).tril(n_k - n_q - 1),
     "wrong_offset_sign": lambda n_q, n_k: ones(n_q, n_k).tril(n_q - n_k),
     "upper_triangular": lambda n_q, n_k: ones(n_q, n_k).triu(n_k - n_q + 1),
-    "not_bool": lambda n_q, n_k: solution_mask_kv(n_q, n_k).float(),
+    "wrong_dtype": lambda n_q, n_k: solution_mask_kv(n_q, n_k).float(),
+    "additive_mask": lambda n_q, n_k: torch.zeros(n_q, n_k).masked_fill(
+        ~solution_mask_kv(n_q, n_k), float("-inf")),
 }
 
 

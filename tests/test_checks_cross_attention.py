@@ -64,6 +64,17 @@ def test_cross_attention_diagnoses_hand_written_bugs():
 # ---------------------------------------------------------------- exercise 2
 
 def _padded(q, k, v, lengths):
+    """Correct, also for a source of length 0: a query with no key gets zero weights."""
+    keep = torch.arange(k.shape[-2])[None, :] < lengths[:, None]
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    alive = keep.any(-1)[:, None, None]
+    w = torch.softmax(s.masked_fill(~keep[:, None, :], float("-inf")).masked_fill(~alive, 0.0),
+                      dim=-1) * alive
+    return w @ v, w
+
+
+def _padded_nan_when_empty(q, k, v, lengths):
+    """Right for every non-empty source; NaN rows for a source of length 0 (torch.softmax)."""
     keep = torch.arange(k.shape[-2])[None, :] < lengths[:, None]
     s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     w = torch.softmax(s.masked_fill(~keep[:, None, :], float("-inf")), dim=-1)
@@ -80,26 +91,51 @@ def test_padded_attention_accepts_correct_answers():
     def renormalised_after(q, k, v, lengths):  # zero after the softmax, then renormalise: fine
         keep = (torch.arange(k.shape[-2])[None, :] < lengths[:, None])[:, None, :]
         w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1) * keep
-        w = w / w.sum(dim=-1, keepdim=True)
+        w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-300)  # an empty source: 0 / tiny = 0
         return w @ v, w
 
     assert ch.check_padded_attention(with_utils)
     assert ch.check_padded_attention(renormalised_after)
 
 
+@pytest.mark.parametrize("key, fn", [
+    ("empty_source_nan", _padded_nan_when_empty),
+    ("empty_source_uniform", lambda q, k, v, lengths: _padded_variant_fill(q, k, v, lengths, -1e9)),
+    ("empty_source_uniform", lambda q, k, v, lengths: _padded_variant_fill(
+        q, k, v, lengths, torch.finfo(q.dtype).min)),
+])
+def test_a_source_of_length_0_must_get_zero_weights(key, fn):
+    """Today's answers that give NaN or uniform weights to an empty source fail, by name."""
+    result = ch.check_padded_attention(fn)
+    assert result.status == "fail" and result.diagnosis == key, result.message
+    assert "length 0" in result.message
+
+
+def _padded_variant_fill(q, k, v, lengths, fill):
+    keep = torch.arange(k.shape[-2])[None, :] < lengths[:, None]
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    w = torch.softmax(s.masked_fill(~keep[:, None, :], fill), dim=-1)
+    return w @ v, w
+
+
 @pytest.mark.parametrize("key, variant", [
     ("no_mask", dict(where="none")),
-    ("inverted_mask", dict(keep_of=lambda pos, n: pos >= n, nan_safe=True)),
-    ("inverted_mask_nan", dict(keep_of=lambda pos, n: pos >= n)),
+    ("inverted_mask", dict(keep_of=lambda pos, n: pos >= n)),
+    ("inverted_mask_nan", dict(keep_of=lambda pos, n: pos >= n, empty="nan")),
     ("off_by_one", dict(keep_of=lambda pos, n: pos <= n)),
     ("off_by_one_short", dict(keep_of=lambda pos, n: pos < n - 1)),
+    ("off_by_one_short", dict(keep_of=lambda pos, n: pos < n - 1, empty="nan")),
+    ("off_by_one_short", dict(keep_of=lambda pos, n: pos < n - 1, empty="uniform")),
+    ("missing_scale", dict(scaled=False, empty="nan")),
+    ("empty_source_nan", dict(empty="nan")),
+    ("empty_source_uniform", dict(empty="uniform")),
     ("after_softmax", dict(where="after")),
     ("zero_not_inf", dict(fill=0.0)),
     ("missing_scale", dict(scaled=False)),
 ])
 def test_padded_attention_diagnoses_each_bug(key, variant):
     result = ch.check_padded_attention(ch._padded_variant(**variant))
-    assert result.status == "fail" and result.diagnosis == key
+    assert result.status == "fail" and result.diagnosis == key, result.message
 
 
 def test_padded_attention_diagnoses_hand_written_inverted_masks():

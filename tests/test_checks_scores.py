@@ -161,15 +161,43 @@ def test_variance_accepts_correct_implementations(fn):
     assert result.status == "pass", result.message
 
 
-def test_variance_passes_for_other_seeds():
-    # the tolerance must not make a correct experiment fail by bad luck
-    for seed in range(5):
-        g = torch.Generator().manual_seed(1000 + seed)
-
-        def fn(d_k, n_samples, generator, g=g):
-            return variance_ok(d_k, n_samples, g)
+def test_variance_passes_for_other_random_streams():
+    # the tolerance must not make a correct experiment fail by bad luck: five other streams from
+    # the same generator (some numbers skipped first)
+    for skip in range(1, 6):
+        def fn(d_k, n_samples, generator, skip=skip):
+            torch.rand(skip, generator=generator)
+            return variance_ok(d_k, n_samples, generator)
 
         assert checks.check_score_variance(fn, verbose=False).status == "pass"
+
+
+def test_variance_must_draw_from_the_generator():
+    def own_generator(d_k, n_samples, generator):
+        return variance_ok(d_k, n_samples, None)  # the global random state
+
+    assert checks.check_score_variance(own_generator).diagnosis == "ignores_generator"
+    hard_coded = checks.check_score_variance(lambda d_k, n, g: float(d_k))
+    assert hard_coded.diagnosis == "not_random"
+
+
+def variance_elementwise(d_k, n_samples=10_000, generator=None):
+    """A near miss: the variance of the products q_i k_i (≈ 1), not of their sum."""
+    q, k = _pairs(d_k, n_samples, generator)
+    return (q * k).var().item()
+
+
+def variance_elementwise_float32(d_k, n_samples=10_000, generator=None):
+    q = torch.randn(n_samples, d_k, generator=generator)
+    k = torch.randn(n_samples, d_k, generator=generator)
+    return torch.var(q * k, unbiased=False).item()
+
+
+@pytest.mark.parametrize("fn", [variance_elementwise, variance_elementwise_float32])
+def test_variance_near_miss_is_not_named_as_another_bug(fn):
+    # ≈ 1 for every d_k, like the scaled score: but it is not the scaled score
+    result = checks.check_score_variance(fn)
+    assert result.status == "fail" and result.diagnosis == "values", result.message
 
 
 def test_variance_stub_is_not_attempted():
@@ -201,7 +229,8 @@ def test_variance_reports_nan_and_exceptions_and_tensors():
     assert checks.check_score_variance(lambda d, n, g: float("nan")).diagnosis == "nan"
     assert checks.check_score_variance(lambda d, n, g: 1 / 0).diagnosis == "raised"
     vector = checks.check_score_variance(lambda d, n, g: torch.ones(3))
-    assert vector.diagnosis == "raised" and "one number" in vector.message
+    assert vector.diagnosis == "wrong_type" and "one number" in vector.message
+    assert checks.check_score_variance(lambda d, n, g: None).diagnosis == "no_return"
 
 
 def test_check_prints_one_line(capsys):

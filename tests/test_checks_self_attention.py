@@ -60,7 +60,8 @@ def test_self_attention_check_diagnoses_every_known_bug():
 def test_self_attention_check_passes_the_reference_and_reports_stubs():
     assert checks.check_self_attention(_attention()).status == "pass"
     assert checks.check_self_attention(_stub).status == "not attempted"
-    assert "wrong output shape" in checks.check_self_attention(lambda x, a, b, d: (x, x)).message
+    assert "wrong shape of your output" in checks.check_self_attention(
+        lambda x, a, b, d: (x, x)).message
 
 
 def test_permutation_check():

@@ -44,7 +44,7 @@ def test_sliding_window_accepts_a_correct_mask(capsys):
     ("causal_only", band(lambda d, w: (d >= 0) & (d <= w))),
     ("future_only", band(lambda d, w: (d <= 0) & (d >= -w))),
     ("no_diagonal", band(lambda d, w: (d.abs() <= w) & (d != 0))),
-    ("not_bool", band(lambda d, w: (d.abs() <= w).float())),
+    ("wrong_dtype", band(lambda d, w: (d.abs() <= w).float())),
     ("wrong_shape", band(lambda d, w: (d.abs() <= w)[:-1])),
     ("raised", band(lambda d, w: d.abs() <= undefined_name)),  # noqa: F821
 ])
@@ -122,7 +122,7 @@ def test_reference_bigbird_follows_the_rules():
     ("too_many_random", bigbird(extra=1)),
     ("not_random", bigbird(sampler="fixed")),
     ("wrong_shape", lambda n, w, g, r, generator=None: torch.zeros(n, n + 1, dtype=torch.bool)),
-    ("not_bool", lambda n, w, g, r, generator=None: torch.ones(n, n)),
+    ("wrong_dtype", lambda n, w, g, r, generator=None: torch.ones(n, n)),
     ("raised", lambda n, w, g, r, generator=None: 1 / 0),
 ])
 def test_bigbird_diagnoses(key, buggy, capsys):

@@ -1,9 +1,22 @@
 """Exercise checks: each prints ✅, "not attempted yet", or a diagnosis of the likely bug.
 
-One module per chapter's exercises; every ``check_*`` is also available from here.
+One module per chapter's exercises; every ``check_*`` is also available from here, and
+registered with a correct answer in :data:`REGISTRY` (see ``_core`` and CONTRIBUTING.md).
 """
 
-from ._core import Case, CheckResult, run_check
+from ._core import (
+    REGISTRY,
+    Case,
+    CheckFailed,
+    CheckResult,
+    call_student,
+    compare,
+    custom_check,
+    expect_generator,
+    expect_tensor,
+    register,
+    run_check,
+)
 from .causal import (
     check_causal_attention,
     check_causal_mask,
@@ -23,8 +36,11 @@ from .self_attention import check_permutation_check, check_self_attention, check
 from .sparse import check_bigbird_mask, check_blockwise_attention, check_sliding_window_mask
 
 __all__ = [
+    "REGISTRY",
     "Case",
+    "CheckFailed",
     "CheckResult",
+    "call_student",
     "check_additive_scores",
     "check_alignment",
     "check_bigbird_mask",
@@ -49,5 +65,10 @@ __all__ = [
     "check_softmax",
     "check_split_heads",
     "check_topk_attention",
+    "compare",
+    "custom_check",
+    "expect_generator",
+    "expect_tensor",
+    "register",
     "run_check",
 ]

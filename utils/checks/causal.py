@@ -9,7 +9,7 @@ import torch
 
 from ..attention import scaled_dot_product_attention, softmax
 from ..masks import causal_mask
-from ._core import FAIL, Case, CheckResult, run_check
+from ._core import Case, CheckResult, register, run_check
 from ._core import randn as _randn
 
 __all__ = [
@@ -20,42 +20,38 @@ __all__ = [
 ]
 
 
-
 def _ones(n_q: int, n_k: int) -> torch.Tensor:
     return torch.ones(n_q, n_k, dtype=torch.bool)
 
 
-def _bool_first(name: str, fn, args: tuple) -> CheckResult | None:
-    """A mask must be a bool tensor (True = may attend): catch 0/1 or 0/-inf floats first."""
-    try:
-        out = fn(*args)
-    except Exception:  # not attempted, or raised: run_check reports it
-        return None
-    if isinstance(out, torch.Tensor) and out.dtype != torch.bool:
-        if out.is_floating_point() and torch.isneginf(out).any():
-            hint = ("you returned an additive float mask (0 and -inf); return a bool mask "
-                    "(True = may attend), e.g. with `torch.ones(..., dtype=torch.bool)`.")
-        else:
-            hint = (f"your mask has dtype {out.dtype}; return a bool tensor (True = may "
-                    "attend): masked_fill and the course's functions need torch.bool.")
-        result = CheckResult(name, FAIL, f"❌ {name}: {hint}", "not_bool")
-        print(result.message)
-        return result
-    return None
+def _additive(mask_of):
+    """The mask as an additive float mask (0 where allowed, -inf where blocked): a typical bug."""
+    def fn(*args):
+        allowed = mask_of(*args)
+        return torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+
+    return fn
+
+
+_ADDITIVE_HINT = ("you returned an additive float mask (0 and -inf); return a bool mask "
+                  "(True = may attend), e.g. with `torch.ones(..., dtype=torch.bool)`.")
 
 
 # --------------------------------------------------------------------------- exercise 1
 
 
+def _causal_mask(n):
+    return causal_mask(n)
+
+
+@register(_causal_mask)
 def check_causal_mask(fn) -> CheckResult:
     """``fn(n) -> (n, n)`` bool: True where query i may attend to key j, i.e. ``j <= i``."""
     name = "causal_mask"
     # n = 5 first: there every bug below gives a different mask (at n = 1 several coincide)
     cases = [Case((5,)), Case((1,)), Case((8,))]
-    not_bool = _bool_first(name, fn, (5,))
-    if not_bool is not None:
-        return not_bool
     bugs = {
+        "additive_mask": (_additive(causal_mask), _ADDITIVE_HINT),
         "diagonal_hidden": (lambda n: _ones(n, n).tril(-1),
                             "the diagonal is hidden (j < i): a token may attend to itself, "
                             "use j <= i (`tril()` with diagonal=0). Without it the first "
@@ -70,7 +66,7 @@ def check_causal_mask(fn) -> CheckResult:
         "no_mask": (lambda n: _ones(n, n),
                     "every entry is True: that is no mask at all."),
     }
-    return run_check(name, fn, causal_mask, cases, bugs)
+    return run_check(name, fn, _causal_mask, cases, bugs)
 
 
 # --------------------------------------------------------------------------- exercise 2
@@ -102,6 +98,7 @@ def _reference_causal(q, k, v):
     return scaled_dot_product_attention(q, k, v, mask=causal_mask(q.shape[-2]))
 
 
+@register(_reference_causal)
 def check_causal_attention(fn) -> CheckResult:
     """``fn(q, k, v) -> (output, weights)``: causal scaled dot-product attention (square)."""
     cases = [
@@ -127,25 +124,29 @@ def check_causal_attention(fn) -> CheckResult:
         "missing_scale": (_causal_variant("missing_scale"),
                           "the scores are not scaled: divide Q Kᵀ by √d_k."),
     }
-    return run_check("causal_attention", fn, _reference_causal, cases, bugs)
+    return run_check("causal_attention", fn, _reference_causal, cases, bugs,
+                     returns=("output", "weights"))
 
 
 # --------------------------------------------------------------------------- exercise 3
 
 
+def _causal_mask_kv(n_q, n_k):
+    return causal_mask(n_q, n_k)
+
+
+@register(_causal_mask_kv)
 def check_causal_mask_kv(fn) -> CheckResult:
     """``fn(n_q, n_k) -> (n_q, n_k)`` bool: the newest ``n_q`` of ``n_k`` tokens, causal
     (bottom-right aligned: query i sees keys ``j <= i + n_k - n_q``)."""
     name = "causal_mask_kv"
     cases = [Case((3, 7)), Case((1, 5)), Case((4, 4)), Case((2, 3))]
-    not_bool = _bool_first(name, fn, (3, 7))
-    if not_bool is not None:
-        return not_bool
 
     def offsets(n_q, n_k):
         return torch.arange(n_q)[:, None] - torch.arange(n_k)[None, :]
 
     bugs = {
+        "additive_mask": (_additive(causal_mask), _ADDITIVE_HINT),
         "top_left_aligned": (lambda n_q, n_k: _ones(n_q, n_k).tril(),
                              "top-left aligned (what `is_causal=True` does): the new queries "
                              "are the *last* n_q positions, so query i sees keys up to "
@@ -159,7 +160,7 @@ def check_causal_mask_kv(fn) -> CheckResult:
         "upper_triangular": (lambda n_q, n_k: ~causal_mask(n_q, n_k),
                              "True marks the blocked keys: here True = may attend."),
     }
-    return run_check(name, fn, causal_mask, cases, bugs)
+    return run_check(name, fn, _causal_mask_kv, cases, bugs)
 
 
 # --------------------------------------------------------------------------- exercise 4
@@ -194,6 +195,7 @@ def _left_padded(lengths, n):
     return torch.arange(n)[None, :] >= n - torch.tensor(lengths)[:, None]
 
 
+@register(_padded_reference)
 def check_padded_causal_softmax(fn) -> CheckResult:
     """``fn(scores (B, N, N), key_padding (B, N) bool, True = real token) -> weights``:
     causal and padding masks combined, softmax, a fully masked row all zeros (no NaN)."""

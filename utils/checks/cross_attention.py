@@ -8,11 +8,10 @@ import torch
 
 from ..attention import cross_attention, scaled_dot_product_attention, softmax
 from ..masks import padding_mask
-from ._core import Case, CheckResult, run_check
+from ._core import Case, CheckResult, register, run_check
 from ._core import randn as _randn
 
 __all__ = ["check_alignment", "check_cross_attention", "check_padded_attention"]
-
 
 
 # ---------------------------------------------------------------- exercise 1: cross-attention
@@ -32,6 +31,7 @@ def _cross_variant(*, q_from="dec", kv_from="enc", scale_of=None, axis=-1):
     return fn
 
 
+@register(cross_attention)
 def check_cross_attention(fn) -> CheckResult:
     """``fn(x_dec, x_enc, w_q, w_k, w_v) -> (output, weights)``: cross-attention."""
     # d_dec = d_enc in every case, so a decoder/encoder mix-up runs (and is recognised by its
@@ -59,7 +59,8 @@ def check_cross_attention(fn) -> CheckResult:
                        "softmax over the wrong axis: each target token's weights over the "
                        "source tokens (the last axis) must sum to 1."),
     }
-    return run_check("cross_attention", fn, cross_attention, cases, bugs)
+    return run_check("cross_attention", fn, cross_attention, cases, bugs,
+                     returns=("output", "weights"))
 
 
 # ---------------------------------------------------------------- exercise 2: key padding mask
@@ -70,8 +71,13 @@ def _padded_reference(q, k, v, lengths):
 
 
 def _padded_variant(*, keep_of=None, where="before", fill=float("-inf"), scaled=True,
-                    nan_safe=False):
-    """A (possibly buggy) padded attention; the defaults give the correct one."""
+                    empty="zero"):
+    """A (possibly buggy) padded attention; the defaults give the correct one.
+
+    ``empty``: what a query with no key left gets (a source of length 0, or a mask that hides
+    every key): "zero" weights (as ``utils.attention.softmax``), "nan" (torch.softmax of a row
+    of -inf) or "uniform" (a large negative fill such as -1e9 instead of -inf).
+    """
 
     def fn(q, k, v, lengths):
         lengths = torch.as_tensor(lengths)
@@ -81,10 +87,11 @@ def _padded_variant(*, keep_of=None, where="before", fill=float("-inf"), scaled=
         s = q @ k.transpose(-2, -1)
         if scaled:
             s = s / math.sqrt(q.shape[-1])
-        if where == "before" and nan_safe:  # as utils.attention.softmax: dead rows are 0
-            w = softmax(s, dim=-1, mask=keep)
+        if where == "before" and empty == "zero" and fill == float("-inf"):
+            w = softmax(s, dim=-1, mask=keep)  # as utils.attention.softmax: dead rows are 0
         elif where == "before":
-            w = torch.softmax(s.masked_fill(~keep, fill), dim=-1)
+            big = torch.finfo(s.dtype).min if empty == "uniform" else fill
+            w = torch.softmax(s.masked_fill(~keep, big), dim=-1)
         elif where == "after":
             w = torch.softmax(s, dim=-1) * keep
         else:  # no mask at all
@@ -94,34 +101,53 @@ def _padded_variant(*, keep_of=None, where="before", fill=float("-inf"), scaled=
     return fn
 
 
+def _empty_rows(**kwargs):
+    """The same bug with each handling of a query that has no key left (see ``empty``)."""
+    return tuple(_padded_variant(empty=e, **kwargs) for e in ("zero", "nan", "uniform"))
+
+
 _INVERTED = ("mask polarity inverted: your mask is True at the padding, so only padding is "
              "read. Here True = may attend: the real tokens are the positions < length.")
 
 
+@register(_padded_reference)
 def check_padded_attention(fn) -> CheckResult:
-    """``fn(q, k, v, lengths) -> (output, weights)``: attention with a key padding mask."""
+    """``fn(q, k, v, lengths) -> (output, weights)``: attention with a key padding mask.
+
+    A source of length 0 has no key: its queries get zero weights and a zero output (as
+    ``utils.attention.scaled_dot_product_attention`` gives), not NaN or uniform weights.
+    """
     # Case 1: every source is padded (lengths < M), so an inverted mask never hides a whole row
-    # (which torch.softmax would turn into NaN). Case 2: a full-length source next to a short
-    # one, N != M.
+    # (which torch.softmax would turn into NaN). Case 2: a full-length source, a short one and
+    # an empty one (length 0), N != M.
     cases = [
         Case((_randn(3, 5, 4), _randn(3, 5, 4, seed=1), _randn(3, 5, 3, seed=2),
               torch.tensor([3, 4, 2]))),
-        Case((_randn(2, 3, 4, seed=3), _randn(2, 6, 4, seed=4), _randn(2, 6, 2, seed=5),
-              torch.tensor([6, 2]))),
+        Case((_randn(3, 3, 4, seed=3), _randn(3, 6, 4, seed=4), _randn(3, 6, 2, seed=5),
+              torch.tensor([6, 2, 0]))),
     ]
     bugs = {
+        "empty_source_nan": (_padded_variant(empty="nan"),
+                             "a source of length 0 gives NaN: all its scores are -inf and "
+                             "softmax computes 0/0. A query with no key to read must get zero "
+                             "weights (and a zero output): use `utils.attention.softmax(scores, "
+                             "mask=...)`, or zero the rows where the mask has no True."),
+        "empty_source_uniform": (_padded_variant(empty="uniform"),
+                                 "a source of length 0 gets uniform weights over its padding (a "
+                                 "large negative fill such as -1e9 or finfo.min instead of "
+                                 "-inf): it then reads padding. A query with no key to read "
+                                 "must get zero weights."),
         "no_mask": (_padded_variant(where="none"),
                     "the padded keys still get weight: mask them (fill their scores with -inf) "
                     "before the softmax."),
-        "inverted_mask": (_padded_variant(keep_of=lambda pos, n: pos >= n, nan_safe=True),
-                          _INVERTED),
-        "inverted_mask_nan": (_padded_variant(keep_of=lambda pos, n: pos >= n),
+        "inverted_mask": (_padded_variant(keep_of=lambda pos, n: pos >= n), _INVERTED),
+        "inverted_mask_nan": (_padded_variant(keep_of=lambda pos, n: pos >= n, empty="nan"),
                               _INVERTED + " (A source with no padding then has every key "
                               "masked: its rows are NaN.)"),
-        "off_by_one": (_padded_variant(keep_of=lambda pos, n: pos <= n),
+        "off_by_one": (_empty_rows(keep_of=lambda pos, n: pos <= n),
                        "off by one: `<=` lets the first padded key through; a source of "
                        "length L has real tokens at positions 0..L-1 (`arange(M) < L`)."),
-        "off_by_one_short": (_padded_variant(keep_of=lambda pos, n: pos < n - 1),
+        "off_by_one_short": (_empty_rows(keep_of=lambda pos, n: pos < n - 1),
                              "off by one: the last real token is masked; a source of length L "
                              "has real tokens at positions 0..L-1 (`arange(M) < L`)."),
         "after_softmax": (_padded_variant(where="after"),
@@ -131,10 +157,11 @@ def check_padded_attention(fn) -> CheckResult:
         "zero_not_inf": (_padded_variant(fill=0.0),
                          "the padded scores are set to 0, not -inf: exp(0) = 1, so padding "
                          "still gets weight. Fill with float('-inf')."),
-        "missing_scale": (_padded_variant(scaled=False),
+        "missing_scale": (_empty_rows(scaled=False),
                           "the scores are not scaled: divide Q Kᵀ by √d_k."),
     }
-    return run_check("padded attention", fn, _padded_reference, cases, bugs)
+    return run_check("padded attention", fn, _padded_reference, cases, bugs,
+                     returns=("output", "weights"))
 
 
 # ---------------------------------------------------------------- exercise 3: alignment
@@ -143,6 +170,7 @@ def _alignment(weights: torch.Tensor) -> torch.Tensor:
     return weights.argmax(dim=-1)
 
 
+@register(_alignment)
 def check_alignment(fn) -> CheckResult:
     """``fn(weights (..., N, M)) -> (..., N)`` long: each target token's most-read source token."""
     def weights(*shape, seed):

@@ -17,7 +17,17 @@ from collections.abc import Callable
 import torch
 
 from ..hard import exact_gradient, reinforce_gradient, topk_attention
-from ._core import NOT_ATTEMPTED, PASS, Case, CheckResult, run_check
+from ._core import (
+    Case,
+    CheckFailed,
+    CheckResult,
+    call_student,
+    custom_check,
+    expect_generator,
+    expect_tensor,
+    register,
+    run_check,
+)
 
 __all__ = ["check_gumbel_softmax", "check_hard_attention", "check_reinforce", "check_topk_attention"]
 
@@ -27,55 +37,6 @@ Z = 4.5  # standard errors allowed between a statistic and its expected value
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _result(name: str, status: str, message: str, diagnosis: str | None = None,
-            verbose: bool = True) -> CheckResult:
-    result = CheckResult(name, status, message, diagnosis)
-    if verbose:
-        print(message)
-    return result
-
-
-def _fail(name: str, message: str, diagnosis: str, verbose: bool) -> CheckResult:
-    return _result(name, "fail", f"❌ {name}: {message}", diagnosis, verbose)
-
-
-class _Stop(Exception):
-    """Raised inside a check to end it with a result."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key, self.message = key, message
-
-
-def _call(fn: Callable, *args, **kwargs):
-    """Call the student's function; NotImplementedError and other errors become _Stop."""
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise
-    except Exception as err:  # the student's error, reported rather than raised
-        raise _Stop("raised", f"your function raised {type(err).__name__}: {err}") from None
-
-
-def _run(name: str, body: Callable[[], str], verbose: bool) -> CheckResult:
-    try:
-        success = body()
-    except NotImplementedError:
-        return _result(name, NOT_ATTEMPTED, f"⏳ {name}: not attempted yet — fill in the "
-                       "function above, then rerun this cell.", None, verbose)
-    except _Stop as stop:
-        return _fail(name, stop.message, stop.key, verbose)
-    return _result(name, PASS, f"✅ {name}: {success}", None, verbose)
-
-
-def _tensor(x, what: str, shape: tuple[int, ...]) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise _Stop("wrong_output", f"{what} should be a torch.Tensor, got {type(x).__name__}")
-    if tuple(x.shape) != shape:
-        raise _Stop("wrong_shape", f"wrong shape for {what}: expected {shape}, got {tuple(x.shape)}")
-    return x
 
 
 def _z(got: torch.Tensor, se_got: torch.Tensor, want: torch.Tensor,
@@ -134,45 +95,68 @@ def _hard_bug_probs(scores: torch.Tensor) -> dict[str, tuple[torch.Tensor, str]]
     }
 
 
+def _hard_solution(scores, values, generator=None):
+    alpha = torch.softmax(scores, dim=-1)
+    index = torch.multinomial(alpha, 1, generator=generator).squeeze(-1)
+    return values[torch.arange(values.shape[0]), index], index
+
+
+def _hard_output(out, batch: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(context, index)`` of the right types, shapes and dtypes, or CheckFailed."""
+    if out is None:
+        raise CheckFailed("no_return", "your function returned None: did you forget `return`?")
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise CheckFailed("wrong_output", "return a pair (context, index)")
+    context = expect_tensor(out[0], "context", shape=(batch, d))
+    index = expect_tensor(out[1], "index", shape=(batch,))
+    if index.is_floating_point() or index.dtype == torch.bool:
+        raise CheckFailed("wrong_index", "index must hold integer positions 0..L-1 (use .long())")
+    expect_tensor(index, "index", dtype=torch.int64)
+    expect_tensor(context, "context", dtype=D)
+    return context, index
+
+
+@register(_hard_solution)
 def check_hard_attention(fn: Callable, verbose: bool = True) -> CheckResult:
     """``fn(scores (B, L), values (B, L, d), generator) -> (context (B, d), index (B,))``.
 
-    Tests that context is the selected value, that the draws are reproducible through
-    ``generator``, and that the empirical distribution of 12 000 draws matches softmax(scores).
+    Tests that context is the selected value, that the draws come from ``generator`` (the same
+    seed gives the same draws whatever the global random state), and that the empirical
+    distribution of 12 000 draws matches softmax(scores).
     """
     name = "hard attention"
 
     def body() -> str:
         scores = torch.randn(5, 4, generator=_gen(0), dtype=D)
         values = torch.randn(5, 4, 3, generator=_gen(1), dtype=D)
-        out = _call(fn, scores, values, generator=_gen(2))
-        if not isinstance(out, tuple | list) or len(out) != 2:
-            raise _Stop("wrong_output", "return a pair (context, index)")
-        context, index = out
-        context = _tensor(context, "context", (5, 3))
-        index = _tensor(index, "index", (5,))
-        if index.is_floating_point() or index.min() < 0 or index.max() >= 4:
-            raise _Stop("wrong_index", "index must hold integer positions 0..L-1 (use .long())")
+        context, index = _hard_output(call_student(fn, scores, values, generator=_gen(2)), 5, 3)
+        if index.min() < 0 or index.max() >= 4:
+            raise CheckFailed("wrong_index", "index must hold integer positions 0..L-1")
         picked = values[torch.arange(5), index]
-        if not torch.allclose(context.double(), picked):
+        if not torch.allclose(context, picked):
             soft = torch.softmax(scores, -1).unsqueeze(-2) @ values
-            if torch.allclose(context.double(), soft.squeeze(-2)):
-                raise _Stop("returned_soft", "context is the weighted average Σ α_i v_i: that "
-                            "is soft attention. Hard attention returns the one value v_i picked.")
-            raise _Stop("context_not_selected", "context must be the value of the selected "
-                        "position, values[b, index[b]], for every row b.")
-        again = _call(fn, scores, values, generator=_gen(2))[1]
-        if not torch.equal(torch.as_tensor(again), index):
-            raise _Stop("ignores_generator", "two calls with identically seeded generators gave "
-                        "different draws: pass generator=generator to the sampling function.")
+            if torch.allclose(context, soft.squeeze(-2)):
+                raise CheckFailed("returned_soft", "context is the weighted average Σ α_i v_i: "
+                                  "that is soft attention. Hard attention returns the one value "
+                                  "v_i picked.")
+            raise CheckFailed("context_not_selected", "context must be the value of the "
+                              "selected position, values[b, index[b]], for every row b.")
+        expect_generator(lambda g: call_student(fn, scores, values, generator=g), seed=2,
+                        distinct=False, ignores="two calls with identically seeded generators "
+                        "gave different draws: pass generator=generator to the sampling "
+                        "function.")
         n = 12_000
         big, groups = _alternating(HARD_ROWS, n)
-        big_values = torch.arange(4, dtype=D)[None, :, None].expand(n, 4, 2)
-        context, index = _call(fn, big, big_values, generator=_gen(3))
-        index = torch.as_tensor(index).long()
+        big_values = torch.arange(4, dtype=D)[None, :, None].expand(n, 4, 2).contiguous()
+        context, index = _hard_output(call_student(fn, big, big_values, generator=_gen(3)), n, 2)
+        if index.min() < 0 or index.max() >= 4:
+            raise CheckFailed("wrong_index", "index must hold integer positions 0..L-1")
+        if not torch.equal(context, big_values[torch.arange(n), index]):
+            raise CheckFailed("context_not_selected", "context must be the value of the "
+                              "selected position, values[b, index[b]], for every row b.")
         if index.unique().numel() == 1:
-            raise _Stop("one_draw_for_batch", "every row got the same position: draw one "
-                        "sample per row, e.g. torch.multinomial(α, 1) on the (B, L) weights.")
+            raise CheckFailed("one_draw_for_batch", "every row got the same position: draw one "
+                              "sample per row, e.g. torch.multinomial(α, 1) on the (B, L) weights.")
         freq, counts = _frequencies(index, groups, 2, 4)
         z = _freq_z(freq, counts, torch.softmax(HARD_ROWS, -1))
         if z <= Z:
@@ -180,12 +164,12 @@ def check_hard_attention(fn: Callable, verbose: bool = True) -> CheckResult:
                     f"softmax(scores) (largest deviation {z:.1f} standard errors).")
         for key, (probs, hint) in _hard_bug_probs(big).items():
             if _freq_z(freq, counts, probs[:2]) <= Z:
-                raise _Stop(key, hint)
-        raise _Stop("wrong_distribution", f"the frequencies of your draws {_fmt(freq[0])} do not "
-                    f"follow softmax(scores) = {_fmt(torch.softmax(HARD_ROWS[0], -1))} "
-                    f"({z:.0f} standard errors off).")
+                raise CheckFailed(key, hint)
+        raise CheckFailed("wrong_distribution", f"the frequencies of your draws {_fmt(freq[0])} "
+                          f"do not follow softmax(scores) = "
+                          f"{_fmt(torch.softmax(HARD_ROWS[0], -1))} ({z:.0f} standard errors off).")
 
-    return _run(name, body, verbose)
+    return custom_check(name, body, verbose=verbose)
 
 
 def _fmt(x: torch.Tensor) -> str:
@@ -249,15 +233,25 @@ GUMBEL_BUGS = {
 }
 
 
+def _gumbel_sample(y, what: str, shape: tuple[int, int], tau: float) -> torch.Tensor:
+    """A sample of the right type, shape and dtype with only finite values, or CheckFailed."""
+    y = expect_tensor(y, what, shape=shape, dtype=D, finite=False)
+    if not torch.isfinite(y).all():
+        kind = "NaN" if torch.isnan(y).any() else "inf"
+        raise CheckFailed("nan", f"at τ = {tau:g} your sample contains {kind}: is the noise ever "
+                          "log(0), or does exp((logits + g) / τ) overflow for small τ? "
+                          "torch.softmax subtracts the max first.")
+    return y
+
+
 def _gumbel_stats(fn: Callable, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Statistics of ``fn``'s samples: ``{name: (value, standard error)}``."""
     n, k = GUMBEL_N, GUMBEL_LOGITS.shape[0]
     logits = GUMBEL_LOGITS.expand(n, k)
     stats = {}
     for tau, stat in ((0.5, "argmax"), (1.0, "mean"), (0.01, "max"), (100.0, "max")):
-        y = torch.as_tensor(_call(fn, logits, tau, generator=_gen(seed))).double()
-        if tuple(y.shape) != (n, k):
-            raise _Stop("wrong_shape", f"wrong output shape: expected {(n, k)}, got {tuple(y.shape)}")
+        y = _gumbel_sample(call_student(fn, logits, tau, generator=_gen(seed)), "the sample",
+                           (n, k), tau)
         if stat == "argmax":
             x = torch.nn.functional.one_hot(y.argmax(-1), k).to(D)
         elif stat == "mean":
@@ -278,35 +272,41 @@ def _stats_z(a: dict, b: dict) -> tuple[float, str]:
     return worst, where
 
 
+def _gumbel_solution(logits, tau, generator=None):
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
+    return torch.softmax((logits - torch.log(-torch.log(u))) / tau, dim=-1)
+
+
+@register(_gumbel_solution)
 def check_gumbel_softmax(fn: Callable, verbose: bool = True) -> CheckResult:
     """``fn(logits (..., K), tau, generator) -> y (..., K)``: one Gumbel-softmax sample per row.
 
-    Tests that samples are valid distributions, random but reproducible, one-hot as τ → 0,
-    uniform as τ → ∞, with argmax distributed as softmax(logits), by comparing statistics of
-    20 000 samples with the reference's.
+    Tests that samples are valid distributions (finite, at every τ), random but reproducible
+    through ``generator``, one-hot as τ → 0, uniform as τ → ∞, with argmax distributed as
+    softmax(logits), by comparing statistics of 20 000 samples with the reference's.
     """
     name = "Gumbel-softmax"
 
     def body() -> str:
         logits = torch.randn(3, 4, generator=_gen(0), dtype=D)
-        y = _tensor(_call(fn, logits, 0.5, generator=_gen(1)), "the sample", (3, 4))
-        if torch.isnan(y).any():
-            raise _Stop("nan", "your sample contains NaN (is the noise ever log(0)?).")
-        if not torch.allclose(y.double().sum(-1), torch.ones(3, dtype=D), atol=1e-6):
-            if torch.allclose(y.double().sum(0), torch.ones(4, dtype=D), atol=1e-6):
-                raise _Stop("wrong_axis", "your samples sum to 1 over the batch axis: take the "
-                            "softmax over the last axis (the categories), dim=-1.")
-            raise _Stop("not_normalised", "each sample must sum to 1 over the categories: "
-                        "apply a softmax to (logits + g) / τ.")
+        y = _gumbel_sample(call_student(fn, logits, 0.5, generator=_gen(1)), "the sample",
+                           (3, 4), 0.5)
+        if not torch.allclose(y.sum(-1), torch.ones(3, dtype=D), atol=1e-6):
+            if torch.allclose(y.sum(0), torch.ones(4, dtype=D), atol=1e-6):
+                raise CheckFailed("wrong_axis", "your samples sum to 1 over the batch axis: take "
+                                  "the softmax over the last axis (the categories), dim=-1.")
+            raise CheckFailed("not_normalised", "each sample must sum to 1 over the categories: "
+                              "apply a softmax to (logits + g) / τ.")
         if (y < 0).any():
-            raise _Stop("not_normalised", "a sample has negative entries: apply a softmax.")
-        again = _call(fn, logits, 0.5, generator=_gen(1))
-        if not torch.equal(torch.as_tensor(again), y):
-            raise _Stop("ignores_generator", "two calls with identically seeded generators gave "
-                        "different samples: pass generator=generator to torch.rand.")
-        other = _call(fn, logits, 0.5, generator=_gen(99))
-        if torch.equal(torch.as_tensor(other), y):
-            raise _Stop("no_noise", GUMBEL_BUGS["no_noise"])
+            raise CheckFailed("not_normalised", "a sample has negative entries: apply a softmax.")
+        try:
+            expect_generator(lambda g: call_student(fn, logits, 0.5, generator=g), seed=1,
+                            ignores="two calls with identically seeded generators gave "
+                            "different samples: pass generator=generator to torch.rand.")
+        except CheckFailed as failed:
+            if failed.diagnosis != "not_random":
+                raise
+            raise CheckFailed("no_noise", GUMBEL_BUGS["no_noise"]) from None
         student = _gumbel_stats(fn, 10)
         reference = _gumbel_stats(_gumbel_variant("ok"), 20)
         z, where = _stats_z(student, reference)
@@ -319,7 +319,7 @@ def check_gumbel_softmax(fn: Callable, verbose: bool = True) -> CheckResult:
                     f"({_fmt(freq)} vs {_fmt(probs)}; all within {z:.1f} standard errors).")
         for key, hint in GUMBEL_BUGS.items():
             if _stats_z(student, _gumbel_stats(_gumbel_variant(key), 30))[0] <= Z:
-                raise _Stop(key, hint)
+                raise CheckFailed(key, hint)
         hints = {
             "argmax": "the argmax of your samples does not follow softmax(logits)",
             "mean": "the average of your samples at τ = 1 differs from the reference's",
@@ -327,9 +327,10 @@ def check_gumbel_softmax(fn: Callable, verbose: bool = True) -> CheckResult:
             "max at τ=100": "your samples are not near uniform as τ → ∞",
         }
         hint = next(v for k, v in hints.items() if where.startswith(k))
-        raise _Stop("wrong_distribution", f"{hint} ({z:.0f} standard errors off, '{where}').")
+        raise CheckFailed("wrong_distribution", f"{hint} ({z:.0f} standard errors off, "
+                          f"'{where}').")
 
-    return _run(name, body, verbose)
+    return custom_check(name, body, verbose=verbose)
 
 
 # ----------------------------------------------------------------------------- exercise 3
@@ -372,14 +373,16 @@ REINFORCE_BUGS = {
 }
 
 
+def _estimates(out, n_samples: int) -> torch.Tensor:
+    return expect_tensor(out, "the estimates", shape=(n_samples, RF_LOGITS.shape[0]), dtype=D)
+
+
 def _repeat(fn: Callable, seed: int) -> torch.Tensor:
     """``RF_CALLS`` calls of ``fn`` with one generator -> per-call estimates ``(calls, n, K)``."""
     g = _gen(seed)
-    out = []
-    for _ in range(RF_CALLS):
-        est = torch.as_tensor(_call(fn, RF_LOGITS, RF_REWARDS, RF_SAMPLES, generator=g))
-        out.append(est)
-    return torch.stack(out).double()
+    return torch.stack([_estimates(call_student(fn, RF_LOGITS, RF_REWARDS, RF_SAMPLES,
+                                                generator=g), RF_SAMPLES)
+                        for _ in range(RF_CALLS)])
 
 
 def _mean_se(per_call: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -388,32 +391,45 @@ def _mean_se(per_call: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return m.mean(0), m.std(0) / math.sqrt(m.shape[0])
 
 
+def _reinforce_solution(logits, rewards, n_samples, generator=None):
+    alpha = torch.softmax(logits, dim=-1)
+    index = torch.multinomial(alpha, n_samples, replacement=True, generator=generator)
+    reward = rewards[index]
+    baseline = (reward.sum() - reward) / (n_samples - 1)
+    onehot = torch.nn.functional.one_hot(index, logits.shape[-1]).to(logits.dtype)
+    return (reward - baseline)[:, None] * (onehot - alpha)
+
+
+#: every reward the same: the leave-one-out baseline equals the sample's reward, so every
+#: estimate is exactly 0 (3.0 is exact in every usual way of computing the mean of the others)
+RF_EQUAL_REWARDS = torch.full((4,), 3.0, dtype=D)
+
+
+@register(_reinforce_solution)
 def check_reinforce(fn: Callable, verbose: bool = True) -> CheckResult:
     """``fn(logits (K,), rewards (K,), n_samples, generator) -> (n_samples, K)``: REINFORCE
     estimates (R_s - b_s) ∇_θ log α_{i_s} with the leave-one-out baseline b_s.
 
-    Compares the mean of 1 500 calls with the exact gradient (within 4.5 standard errors) and
+    Checks that the draws come from ``generator``, that equal rewards give exactly 0, then
+    compares the mean of 1 500 calls with the exact gradient (within 4.5 standard errors) and
     the variance with REINFORCE without a baseline, on rewards with an offset of 10.
     """
     name = "REINFORCE with a baseline"
 
     def body() -> str:
-        est = _tensor(_call(fn, RF_LOGITS, RF_REWARDS, 5, generator=_gen(0)), "the estimates",
-                      (5, 4))
-        if torch.isnan(est).any():
-            raise _Stop("nan", "your estimates contain NaN.")
-        again = _call(fn, RF_LOGITS, RF_REWARDS, 5, generator=_gen(0))
-        if not torch.equal(torch.as_tensor(again), est):
-            raise _Stop("ignores_generator", "two calls with identically seeded generators gave "
-                        "different estimates: pass generator=generator to torch.multinomial.")
+        _estimates(call_student(fn, RF_LOGITS, RF_REWARDS, 5, generator=_gen(0)), 5)
+        expect_generator(lambda g: call_student(fn, RF_LOGITS, RF_REWARDS, 5, generator=g),
+                        seed=0, distinct=False, ignores="two calls with identically seeded "
+                        "generators gave different estimates: pass generator=generator to "
+                        "torch.multinomial.")
         per_call = _repeat(fn, 1)
         if (per_call == 0).all():
-            raise _Stop("zero_gradient", "every estimate is zero: either the baseline equals the "
-                        "sample's own reward (so R - b = 0) or every sample picks the same "
-                        "position (argmax instead of sampling).")
+            raise CheckFailed("zero_gradient", "every estimate is zero: either the baseline "
+                              "equals the sample's own reward (so R - b = 0) or every sample "
+                              "picks the same position (argmax instead of sampling).")
         if ((per_call != 0).sum(-1) <= 1).all():  # one nonzero entry per estimate
-            raise _Stop("onehot_not_score", "you multiplied (R - b) by the one-hot e_i: the "
-                        "gradient of log α_i with respect to the logits is e_i - α.")
+            raise CheckFailed("onehot_not_score", "you multiplied (R - b) by the one-hot e_i: "
+                              "the gradient of log α_i with respect to the logits is e_i - α.")
         exact = exact_gradient(RF_LOGITS, RF_REWARDS)
         mean, se = _mean_se(per_call)
         z = _z(mean, se, exact)
@@ -423,20 +439,29 @@ def check_reinforce(fn: Callable, verbose: bool = True) -> CheckResult:
         var_student = per_call.mean(1).var(0).sum().item()
         var_plain = no_baseline.mean(1).var(0).sum().item()
         if z <= Z and var_student < 0.5 * var_plain:
+            equal = _estimates(call_student(fn, RF_LOGITS, RF_EQUAL_REWARDS, 5,
+                                            generator=_gen(4)), 5)
+            if (equal != 0).any():
+                idx = tuple(int(i) for i in (equal != 0).nonzero()[0])
+                raise CheckFailed("equal_rewards_not_zero", "with equal rewards (all 3.0) every "
+                                  "estimate must be exactly 0: the baseline b_s, the mean of the "
+                                  "*other* samples' rewards, equals R_s. Yours gives "
+                                  f"{equal[idx].item():.4g} at index {idx} (is b_s divided by "
+                                  "n_samples - 1, the number of other samples?).")
             return (f"unbiased (mean within {z:.1f} standard errors of the exact gradient) and "
                     f"{var_plain / var_student:.0f}× less variance than without a baseline.")
         if z <= Z:
-            raise _Stop("no_baseline", f"unbiased, but the variance ({var_student:.2f}) is not "
-                        f"reduced (no baseline: {var_plain:.2f}): subtract the baseline b_s = "
-                        "mean of the other samples' rewards.")
+            raise CheckFailed("no_baseline", f"unbiased, but the variance ({var_student:.2f}) is "
+                              f"not reduced (no baseline: {var_plain:.2f}): subtract the baseline "
+                              "b_s = mean of the other samples' rewards.")
         for key, hint in REINFORCE_BUGS.items():
             bug_mean, bug_se = _mean_se(_repeat(_reinforce_variant(key), 3))
             if _z(mean, se, bug_mean, bug_se) <= Z:
-                raise _Stop(key, hint)
-        raise _Stop("biased", f"the mean of your estimates {_fmt(mean)} differs from the exact "
-                    f"gradient {_fmt(exact)} ({z:.0f} standard errors).")
+                raise CheckFailed(key, hint)
+        raise CheckFailed("biased", f"the mean of your estimates {_fmt(mean)} differs from the "
+                          f"exact gradient {_fmt(exact)} ({z:.0f} standard errors).")
 
-    return _run(name, body, verbose)
+    return custom_check(name, body, verbose=verbose)
 
 
 # ----------------------------------------------------------------------------- exercise 4
@@ -461,6 +486,11 @@ def _topk_variant(kind: str) -> Callable:
     return fn
 
 
+def _topk_solution(scores, values, k):
+    return topk_attention(scores, values, k)
+
+
+@register(_topk_solution)
 def check_topk_attention(fn: Callable, verbose: bool = True) -> CheckResult:
     """``fn(scores (..., L), values (..., L, d), k) -> (context (..., d), weights (..., L))``."""
     g = _gen(0)
@@ -481,5 +511,5 @@ def check_topk_attention(fn: Callable, verbose: bool = True) -> CheckResult:
                                "you applied the softmax twice (to the weights α): renormalise "
                                "the kept α_i by their sum, or softmax the kept *scores*."),
     }
-    return run_check("top-k attention", fn, lambda s, v, k: topk_attention(s, v, k), cases, bugs,
-                     verbose=verbose)
+    return run_check("top-k attention", fn, _topk_solution, cases, bugs,
+                     returns=("context", "weights"), verbose=verbose)

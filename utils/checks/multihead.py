@@ -2,9 +2,8 @@
 counting parameters.
 
 Some typical bugs change the output's shape (forgetting the transpose after ``view``,
-returning one head instead of H). ``run_check`` stops at a wrong shape, so when it names
-no bug these checks try the known shape-changing bugs themselves, to name the bug rather
-than the shapes.
+returning one head instead of H): they are in the bug tables like the others, so the bug is
+named rather than the shapes.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import torch
 
 from ..attention import scaled_dot_product_attention
 from ..multihead import merge_heads, split_heads
-from ._core import FAIL, Case, CheckResult, _compare, run_check
+from ._core import Case, CheckResult, register, run_check
 from ._core import randn as _randn
 
 __all__ = [
@@ -31,35 +30,18 @@ __all__ = [
 ATOL = 1e-6
 Bugs = dict[str, tuple[Callable, str]]
 
+_VIEW_HINT = {"view_not_contiguous": (
+    "view size is not compatible",
+    "`.view` failed because the tensor is not contiguous after `transpose` (its memory is in "
+    "the old order): use `.reshape(...)`, or `.contiguous().view(...)`.")}
 
 
 def _check(name: str, student: Callable, reference: Callable, cases: list[Case], bugs: Bugs,
-           shape_bugs: Bugs | None = None) -> CheckResult:
-    """``run_check``, then name a shape-changing bug or a ``view`` on a non-contiguous tensor."""
-    result = run_check(name, student, reference, cases, bugs, atol=ATOL, verbose=False)
-    if result.diagnosis in ("wrong_shape", "values") and shape_bugs:
-        result = _shape_diagnosis(result, student, reference, cases, shape_bugs)
-    elif result.diagnosis == "raised" and "view size is not compatible" in result.message:
-        result = CheckResult(name, FAIL, f"❌ {name}: `.view` failed because the tensor is not "
-                             "contiguous after `transpose` (its memory is in the old order): use "
-                             "`.reshape(...)`, or `.contiguous().view(...)`.", "view_not_contiguous")
-    print(result.message)
-    return result
-
-
-def _shape_diagnosis(result: CheckResult, student, reference, cases, shape_bugs) -> CheckResult:
-    for case in cases:
-        got = case.call(student)
-        if _compare(got, case.call(reference), ATOL) is None:
-            continue
-        for key, (bug, hint) in shape_bugs.items():
-            try:
-                if _compare(got, case.call(bug), ATOL) is None:
-                    return CheckResult(result.name, FAIL, f"❌ {result.name}: {hint}", key)
-            except Exception:  # a buggy variant may not apply to this case
-                continue
-        break
-    return result
+           shape_bugs: Bugs | None = None, returns: tuple[str, ...] | None = None) -> CheckResult:
+    """``run_check`` with the shape-changing bugs too, and a hint for ``view`` on a
+    non-contiguous tensor."""
+    return run_check(name, student, reference, cases, {**bugs, **(shape_bugs or {})}, atol=ATOL,
+                     returns=returns, raised_hints=_VIEW_HINT)
 
 
 # --- exercise 1: split_heads / merge_heads ----------------------------------------------
@@ -75,6 +57,7 @@ def _dims(x, n_heads):
     return b, length, n_heads, d // n_heads
 
 
+@register(split_heads)
 def check_split_heads(fn) -> CheckResult:
     """``fn(x, n_heads)``: ``(B, L, D) -> (B, H, L, D/H)``, head h = columns ``h·D/H:(h+1)·D/H``."""
     bugs = {
@@ -105,6 +88,7 @@ def _merge_cases() -> list[Case]:
     return [Case((split_heads(c.args[0], c.args[1]).contiguous(),)) for c in _split_cases()]
 
 
+@register(merge_heads)
 def check_merge_heads(fn) -> CheckResult:
     """``fn(x)``: ``(B, H, L, D/H) -> (B, L, D)``, the inverse of ``split_heads``."""
     def flat(x):
@@ -171,6 +155,7 @@ def _single_head(x, w_q, w_k, w_v, w_o, n_heads):
     return out, weights[:, 0]
 
 
+@register(multi_head_attention)
 def check_multi_head_attention(fn) -> CheckResult:
     """``fn(x, w_q, w_k, w_v, w_o, n_heads) -> (output (B, N, D), weights (B, H, N, N))``."""
     # D = 12 and H = 3: sqrt(d_model) = 3.46 differs from sqrt(d_head) = 2
@@ -213,7 +198,8 @@ def check_multi_head_attention(fn) -> CheckResult:
             "you computed one head of size D: split Q, K and V into n_heads heads of size "
             "D/H, attend in each, and return weights of shape (B, H, N, N)."),
     }
-    return _check("multi_head_attention", fn, multi_head_attention, cases, bugs, shape_bugs)
+    return _check("multi_head_attention", fn, multi_head_attention, cases, bugs, shape_bugs,
+                  returns=("output", "weights"))
 
 
 # --- exercise 3: counting parameters ------------------------------------------------------
@@ -223,6 +209,7 @@ def count_parameters(d_model: int, n_heads: int, bias: bool = True) -> int:
     return 4 * d_model * d_model + (4 * d_model if bias else 0)
 
 
+@register(count_parameters)
 def check_count_parameters(fn) -> CheckResult:
     """``fn(d_model, n_heads, bias=True) -> int``."""
     cases = [Case((12, 3), {"bias": True}), Case((8, 2), {"bias": False}),

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 from ..scores import additive, general
-from ._core import FAIL, NOT_ATTEMPTED, PASS, Case, CheckResult, run_check
+from ._core import (
+    PASS,
+    Case,
+    CheckFailed,
+    CheckResult,
+    _type_name,
+    call_student,
+    custom_check,
+    expect_generator,
+    register,
+    run_check,
+)
 from ._core import randn as _randn
 
 __all__ = ["check_additive_scores", "check_general_scores", "check_score_variance"]
-
 
 
 def _staged(name: str, fn, reference, stages: list[list[Case]], bugs) -> CheckResult:
@@ -57,6 +68,11 @@ def _additive_one_projection(q, k, w_q, w_k, v):
     return torch.tanh((q @ w_q).unsqueeze(-2) + (k @ w_q).unsqueeze(-3)) @ v
 
 
+def _additive(q, k, w_q, w_k, v):
+    return additive(q, k, w_q, w_k, v)
+
+
+@register(_additive)
 def check_additive_scores(fn) -> CheckResult:
     """``fn(q, k, w_q, w_k, v) -> (..., Lq, Lk)``: Bahdanau's ``v^T tanh(q W_q + k W_k)``."""
     square = [
@@ -89,12 +105,17 @@ def check_additive_scores(fn) -> CheckResult:
         "one_projection": (_additive_one_projection,
                            "the keys were projected with W_q: keys use their own matrix W_k."),
     }
-    return _staged("additive scores", fn, additive, [square, general_sizes], bugs)
+    return _staged("additive scores", fn, _additive, [square, general_sizes], bugs)
 
 
 # --------------------------------------------------------------------------- general
 
 
+def _general(q, k, w):
+    return general(q, k, w)
+
+
+@register(_general)
 def check_general_scores(fn) -> CheckResult:
     """``fn(q, k, w) -> (..., Lq, Lk)``: Luong's general (bilinear) ``q W k^T``, w ``(d_q, d_k)``."""
     # square first (d_q = d_k, Lq = Lk) with a non-symmetric W, so a transposed W or
@@ -120,84 +141,145 @@ def check_general_scores(fn) -> CheckResult:
         "scaled": (lambda q, k, w: q @ w @ k.transpose(-2, -1) / math.sqrt(k.shape[-1]),
                    "divided by √d: Luong's general score has no scale (W can learn one)."),
     }
-    return _staged("general scores", fn, general, [square, general_sizes], bugs)
+    return _staged("general scores", fn, _general, [square, general_sizes], bugs)
 
 
 # --------------------------------------------------------------------------- variance
 
-#: (key, what the buggy experiment measures as a function of d_k, hint)
+#: (key, what the buggy experiment measures as a function of d_k, hint, named on statistics
+#: alone?). "≈ 1 for every d_k" is not enough to name "scaled": the variance of the elementwise
+#: products q_i k_i (a near miss, not summed) is ≈ 1 too. It is named only when the exact
+#: computation is recognised (see ``_exact_match``).
 _VARIANCE_BUGS = [
     ("scaled", lambda d: 1.0,
      "your measured variance is ≈ 1 for every d_k: that is the variance of the scaled score "
-     "q·k/√d_k. Measure the raw dot product q·k, whose variance grows like d_k."),
+     "q·k/√d_k. Measure the raw dot product q·k, whose variance grows like d_k.", False),
     ("std", lambda d: math.sqrt(d),
      "your result grows like √d_k: that is the standard deviation. Return the variance "
-     "(its square), e.g. scores.var()."),
+     "(its square), e.g. scores.var().", True),
     ("mean_not_sum", lambda d: 1.0 / d,
      "your result shrinks like 1/d_k: you averaged q_i k_i (a mean) instead of summing them. "
-     "The dot product is (q * k).sum(-1)."),
+     "The dot product is (q * k).sum(-1).", True),
     ("same_vector", lambda d: 2.0 * d,
      "your result is ≈ 2·d_k: you used the same vector as query and key (q·q = |q|² has "
-     "variance 2·d_k). Draw q and k independently."),
+     "variance 2·d_k). Draw q and k independently.", True),
     ("uniform", lambda d: 7.0 * d / 144.0,
      "your result is ≈ 0.05·d_k: q and k were drawn from torch.rand, uniform on [0, 1) (mean 1/2, "
-     "variance 1/12). Draw them from a standard normal, torch.randn."),
+     "variance 1/12). Draw them from a standard normal, torch.randn.", True),
 ]
+_VARIANCE_HINTS = {key: hint for key, _, hint, _ in _VARIANCE_BUGS}
 
 
-def _measure(fn, d_k: int, n_samples: int, seed: int):
-    out = fn(d_k, n_samples, torch.Generator().manual_seed(seed))
+def _variance_solution(d_k, n_samples, generator=None):
+    q = torch.randn(n_samples, d_k, generator=generator, dtype=torch.float64)
+    k = torch.randn(n_samples, d_k, generator=generator, dtype=torch.float64)
+    return (q * k).sum(-1).var().item()
+
+
+def _draw(kind: str, dtype: torch.dtype, stacked: bool, n: int, d: int, seed: int):
+    """q, k as a student may draw them from ``generator`` (two calls, or one stacked call)."""
+    g = torch.Generator().manual_seed(seed)
+    sample = torch.randn if kind == "randn" else torch.rand
+    if stacked:
+        q, k = sample(2, n, d, generator=g, dtype=dtype).unbind(0)
+    else:
+        q = sample(n, d, generator=g, dtype=dtype)
+        k = sample(n, d, generator=g, dtype=dtype)
+    return q, k
+
+
+def _candidates(q, k, d: int, kind: str) -> dict[str, list[float]]:
+    """What the correct experiment (key None) and each bug return on these draws, with the
+    unbiased and the population variance."""
+    dot = (q * k).sum(-1)
+    series = {None: dot, "scaled": dot / math.sqrt(d), "mean_not_sum": (q * k).mean(-1),
+              "same_vector": (q * q).sum(-1)}
+    if kind == "rand":  # uniform draws: only the correct formula is a known bug ("uniform")
+        series = {"uniform": dot}
+    out = {key: [x.var().item(), x.var(unbiased=False).item()] for key, x in series.items()}
+    if kind == "randn":
+        out["std"] = [dot.std().item(), dot.std(unbiased=False).item()]
+    return out
+
+
+def _exact_match(measured: list[float], dims, n_samples: int) -> tuple[bool, str | None]:
+    """``(True, key)`` when the student's numbers are exactly those of the correct experiment
+    (key None) or of a known bug, drawn from the generator in one of the usual ways."""
+    for kind in ("randn", "rand"):
+        for dtype in (torch.float64, torch.float32):
+            for stacked in (False, True):
+                tol = 1e-9 if dtype == torch.float64 else 1e-4
+                keys = None
+                for i, (d, m) in enumerate(zip(dims, measured, strict=True)):
+                    q, k = _draw(kind, dtype, stacked, n_samples, d, seed=100 + i)
+                    values = _candidates(q, k, d, kind)
+                    hit = {key for key, vs in values.items()
+                           if any(abs(m - v) <= tol * abs(v) + 1e-12 for v in vs)}
+                    keys = hit if keys is None else keys & hit
+                    if not keys:
+                        break
+                if keys:
+                    return True, sorted(keys, key=str)[0] if None not in keys else None
+    return False, None
+
+
+def _measure(fn, d_k: int, n_samples: int, generator: torch.Generator) -> float:
+    out = call_student(fn, d_k, n_samples, generator)
+    if out is None:
+        raise CheckFailed("no_return", "your function returned None: did you forget `return`?")
     if isinstance(out, torch.Tensor):
-        if out.numel() != 1:
-            raise TypeError(f"returned a tensor of shape {tuple(out.shape)}; return one number")
+        if out.numel() != 1 or not out.is_floating_point():
+            raise CheckFailed("wrong_type", f"your function returned a tensor of shape "
+                              f"{tuple(out.shape)} and dtype {out.dtype}; return one number, "
+                              "the variance (e.g. `.item()`).")
         out = out.item()
-    return float(out)
+    elif not isinstance(out, numbers.Real) or isinstance(out, numbers.Integral):
+        raise CheckFailed("wrong_type", f"your function returned {out!r} (a {_type_name(out)}); "
+                          "return one float, the measured variance.")
+    value = float(out)
+    if not math.isfinite(value):
+        shown = "NaN" if math.isnan(value) else value
+        raise CheckFailed("nan", f"for d_k = {d_k} your function returned {shown}, not a "
+                          "finite number.")
+    return value
 
 
+@register(_variance_solution)
 def check_score_variance(fn, dims: tuple[int, ...] = (1, 16, 256), n_samples: int = 4000,
                          rtol: float = 0.15, verbose: bool = True) -> CheckResult:
     """``fn(d_k, n_samples, generator) -> float``: the measured variance of ``q·k`` for
     ``n_samples`` independent pairs ``q, k ~ N(0, I_{d_k})``. Theory: ``d_k``.
 
     The measurement is random, so it is compared with ``d_k`` within ``rtol`` (relative): with
-    4000 samples the relative standard error is at most √(8/4000) ≈ 4.5%.
+    4000 samples the relative standard error is at most √(8/4000) ≈ 4.5%. The draws must come
+    from ``generator``. A known bug is named when its exact numbers are recognised (the usual
+    ways of drawing q and k from the generator), or when its statistics are unmistakable.
     """
     name = "variance experiment"
-    result = _check_variance(fn, name, dims, n_samples, rtol)
-    if verbose:
-        print(result.message)
-    return result
 
+    def body() -> str:
+        measured = [_measure(fn, d, n_samples, torch.Generator().manual_seed(100 + i))
+                    for i, d in enumerate(dims)]
+        shown = ", ".join(f"d_k={d}: {m:.3g}" for d, m in zip(dims, measured, strict=True))
+        expect_generator(lambda g: _measure(fn, dims[1], n_samples, g), seed=100,
+                        not_random="your result is the same for every generator seed: measure "
+                        "it on q, k drawn with torch.randn(..., generator=generator).")
 
-def _check_variance(fn, name, dims, n_samples, rtol) -> CheckResult:
-    measured = []
-    for i, d in enumerate(dims):
-        try:
-            value = _measure(fn, d, n_samples, seed=100 + i)
-        except NotImplementedError:
-            return CheckResult(name, NOT_ATTEMPTED,
-                               f"⏳ {name}: not attempted yet — fill in the function above, "
-                               "then rerun this cell.")
-        except Exception as err:  # the student's error, reported rather than raised
-            return CheckResult(name, FAIL, f"❌ {name}: your function raised "
-                               f"{type(err).__name__}: {err}", "raised")
-        if not math.isfinite(value):
-            return CheckResult(name, FAIL, f"❌ {name}: for d_k = {d} your function returned "
-                               f"{value}, not a finite number.", "nan")
-        measured.append(value)
-    shown = ", ".join(f"d_k={d}: {m:.3g}" for d, m in zip(dims, measured, strict=True))
+        def close(expected) -> bool:
+            return all(abs(m - expected(d)) <= rtol * expected(d)
+                       for d, m in zip(dims, measured, strict=True))
 
-    def close(expected) -> bool:
-        return all(abs(m - expected(d)) <= rtol * expected(d)
-                   for d, m in zip(dims, measured, strict=True))
+        exact, key = _exact_match(measured, dims, n_samples)
+        if exact and key is not None:
+            raise CheckFailed(key, f"{_VARIANCE_HINTS[key]} (measured {shown})")
+        if exact or close(lambda d: float(d)):
+            return (f"measured {shown} — the variance of q·k is d_k (within {rtol:.0%}).")
+        for key, expected, hint, by_statistics in _VARIANCE_BUGS:
+            if by_statistics and close(expected):
+                raise CheckFailed(key, f"{hint} (measured {shown})")
+        raise CheckFailed("values", f"measured {shown}; expected about d_k for each (within "
+                          f"{rtol:.0%}). Draw n_samples independent pairs q, k with "
+                          "torch.randn(n_samples, d_k, generator=generator) and return the "
+                          "variance of (q * k).sum(-1).")
 
-    if close(lambda d: float(d)):
-        return CheckResult(name, PASS, f"✅ {name}: measured {shown} — the variance of q·k "
-                           f"is d_k (within {rtol:.0%}).")
-    for key, expected, hint in _VARIANCE_BUGS:
-        if close(expected):
-            return CheckResult(name, FAIL, f"❌ {name}: {hint} (measured {shown})", key)
-    return CheckResult(name, FAIL, f"❌ {name}: measured {shown}; expected about d_k for each "
-                       f"(within {rtol:.0%}). Draw n_samples independent pairs q, k with "
-                       "torch.randn(n_samples, d_k, generator=generator) and return the "
-                       "variance of (q * k).sum(-1).", "values")
+    return custom_check(name, body, verbose=verbose)

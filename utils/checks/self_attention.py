@@ -8,11 +8,18 @@ import torch
 
 from ..attention import scaled_dot_product_attention, self_attention, softmax
 from ..masks import causal_mask
-from ._core import Case, CheckResult, run_check
+from ._core import Case, CheckResult, register, run_check
 from ._core import randn as _randn
 
 __all__ = ["check_permutation_check", "check_self_attention", "check_softmax"]
 
+
+def _softmax(scores, dim=-1):
+    return softmax(scores, dim=dim)
+
+
+def _other_axis_softmax(scores, dim=-1):
+    return torch.softmax(scores, dim=0 if dim % scores.dim() == scores.dim() - 1 else -1)
 
 
 def _naive_softmax(scores, dim=-1):
@@ -20,6 +27,7 @@ def _naive_softmax(scores, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 
 
+@register(_softmax)
 def check_softmax(fn) -> CheckResult:
     """``fn(scores, dim=-1)``: a numerically stable softmax."""
     cases = [
@@ -32,15 +40,17 @@ def check_softmax(fn) -> CheckResult:
     bugs = {
         "unstable": (_naive_softmax, "exp overflows for large scores (NaN at 1000): "
                      "subtract the max along `dim` before exponentiating."),
-        "wrong_axis": (lambda s, dim=-1: torch.softmax(s, dim=0 if dim % s.dim() == s.dim() - 1
-                                                       else -1),
+        "wrong_axis": ((_other_axis_softmax, lambda s, dim=-1: torch.softmax(s, dim=0)),
                        "softmax over the wrong axis: normalise along `dim` "
                        "(each row of scores must sum to 1)."),
+        "ignores_dim": (lambda s, dim=-1: torch.softmax(s, dim=-1),
+                        "you always normalise along the last axis: use the `dim` argument "
+                        "(the third case asks for dim=0)."),
         "no_keepdim": (lambda s, dim=-1: torch.exp(s - s.max()) / torch.exp(s - s.max()).sum(),
                        "you normalised by the sum over the whole tensor: sum along `dim` "
                        "with keepdim=True."),
     }
-    return run_check("softmax", fn, lambda s, dim=-1: softmax(s, dim=dim), cases, bugs)
+    return run_check("softmax", fn, _softmax, cases, bugs)
 
 
 def _attention_variant(scale_of, axis=-1, transpose=False, values=True):
@@ -53,6 +63,7 @@ def _attention_variant(scale_of, axis=-1, transpose=False, values=True):
     return fn
 
 
+@register(self_attention)
 def check_self_attention(fn) -> CheckResult:
     """``fn(x, w_q, w_k, w_v) -> (output, weights)``: self-attention from projections."""
     # d_model = 6 and d_k = 3 differ, so scaling by sqrt(d_model) is caught
@@ -78,7 +89,8 @@ def check_self_attention(fn) -> CheckResult:
                                                 values=False),
                              "the output averages x, not the values V = x W_v."),
     }
-    return run_check("self_attention", fn, self_attention, cases, bugs)
+    return run_check("self_attention", fn, self_attention, cases, bugs,
+                     returns=("output", "weights"))
 
 
 def _attend(x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +113,7 @@ def _equivariant(fn, x, perm) -> bool:
     return bool(torch.allclose(fn(x[perm]), fn(x)[perm]))
 
 
+@register(_equivariant)
 def check_permutation_check(fn) -> CheckResult:
     """``fn(attn, x, perm) -> bool``: is ``attn(x[perm]) == attn(x)[perm]``?"""
     x = _randn(5, 4, seed=12)

@@ -7,12 +7,23 @@ import torch
 
 from ..attention import scaled_dot_product_attention
 from ..masks import sliding_window_mask
-from ._core import FAIL, NOT_ATTEMPTED, PASS, Case, CheckResult, run_check
+from ._core import (
+    FAIL,
+    Case,
+    CheckFailed,
+    CheckResult,
+    call_student,
+    custom_check,
+    expect_generator,
+    expect_tensor,
+    guarded,
+    register,
+    run_check,
+)
 from ._core import randn as _randn
 
 __all__ = ["check_bigbird_mask", "check_blockwise_attention", "check_sliding_window_mask",
            "window_pairs"]
-
 
 
 def window_pairs(n: int, window: int) -> int:
@@ -38,6 +49,11 @@ def _count(mask) -> str:
     return "?"
 
 
+def _sliding_window_mask(n, window):
+    return sliding_window_mask(n, window)
+
+
+@register(_sliding_window_mask)
 def check_sliding_window_mask(fn) -> CheckResult:
     """``fn(n, window) -> (n, n) bool``: True where ``|i - j| <= window``.
 
@@ -46,16 +62,6 @@ def check_sliding_window_mask(fn) -> CheckResult:
     """
     name = "sliding-window mask"
     sizes = [(8, 2), (10, 3), (6, 0), (5, 7), (12, 1)]
-    try:
-        first = fn(*sizes[0])
-    except Exception:  # run_check below reports it (not attempted, or raised)
-        first = None
-    if isinstance(first, torch.Tensor) and first.dtype != torch.bool:
-        result = CheckResult(name, FAIL, f"❌ {name}: the mask must be a bool tensor (True = may "
-                             f"attend), got {first.dtype}; build it from a comparison such as "
-                             "`d.abs() <= window`.", "not_bool")
-        print(result.message)
-        return result
     bugs = {
         "off_by_one_narrow": (_band(lambda d, w: d.abs() < w),
                               "off by one: |i − j| < w leaves out the two keys at distance "
@@ -71,17 +77,22 @@ def check_sliding_window_mask(fn) -> CheckResult:
         "no_diagonal": (_band(lambda d, w: (d.abs() <= w) & (d != 0)),
                         "the diagonal is missing: a token must see itself (|i − j| = 0 ≤ w)."),
     }
-    result = run_check(name, fn, sliding_window_mask, [Case(s) for s in sizes], bugs,
+    result = run_check(name, fn, _sliding_window_mask, [Case(s) for s in sizes], bugs,
                        verbose=False)
-    if result.status == FAIL and result.diagnosis != "raised":
+    if result.status == FAIL and result.diagnosis in ("values", *bugs):
         # the pair count makes the mistake concrete, on the first case that fails
-        for n, w in sizes:
-            got = fn(n, w)
-            if not (isinstance(got, torch.Tensor) and got.shape == (n, n)
-                    and torch.equal(got.bool(), sliding_window_mask(n, w))):
-                result.message += (f"\n   n = {n}, w = {w}: your mask allows {_count(got)} pairs; "
-                                   f"|i − j| ≤ w allows n(2w+1) − w(w+1) = {window_pairs(n, w)}.")
-                break
+        with guarded():
+            for n, w in sizes:
+                try:
+                    got = call_student(fn, n, w)
+                except CheckFailed:
+                    break
+                if not (isinstance(got, torch.Tensor) and got.shape == (n, n)
+                        and torch.equal(got.bool(), sliding_window_mask(n, w))):
+                    result.message += (f"\n   n = {n}, w = {w}: your mask allows {_count(got)} "
+                                       "pairs; |i − j| ≤ w allows n(2w+1) − w(w+1) = "
+                                       f"{window_pairs(n, w)}.")
+                    break
     print(result.message)
     return result
 
@@ -127,18 +138,17 @@ _BIGBIRD_HINTS = {
                        "per query, only for the non-global queries.",
     "not_random": "every run gives the same random keys for every query: draw them per query, "
                   "from `generator`.",
+    "ignores_generator": "two calls with identically seeded generators gave different masks: "
+                         "draw the random keys from `generator` (e.g. `torch.randperm(m, "
+                         "generator=generator)`), not from the global random state.",
+    "not_uniform": "your random keys are not spread uniformly over the keys a query does not "
+                   "see yet: draw them uniformly without replacement (e.g. a random permutation "
+                   "of the unseen keys, the first n_random).",
 }
 
 
-def _bigbird_problem(fn, n, window, global_tokens, n_random, seed) -> tuple[str, str] | None:
-    got = fn(n, window, list(global_tokens), n_random,
-             generator=torch.Generator().manual_seed(seed))
-    if not isinstance(got, torch.Tensor):
-        return "wrong_output", f"returned a {type(got).__name__}, expected a bool torch.Tensor"
-    if got.shape != (n, n):
-        return "wrong_shape", f"wrong output shape: expected {(n, n)}, got {tuple(got.shape)}"
-    if got.dtype != torch.bool:
-        return "not_bool", f"the mask must be a bool tensor (True = may attend), got {got.dtype}"
+def _bigbird_problem(got, n, window, global_tokens, n_random) -> tuple[str, str] | None:
+    """The first BigBird rule the (n, n) bool mask ``got`` breaks, or None."""
     g = torch.tensor(global_tokens)
     band = sliding_window_mask(n, window)
     if not got[band].all():
@@ -159,41 +169,67 @@ def _bigbird_problem(fn, n, window, global_tokens, n_random, seed) -> tuple[str,
     return None
 
 
+#: draws of the uniformity test, and the standard errors a frequency may be off
+_UNIFORM_SEEDS, _UNIFORM_Z = 200, 5.0
+
+
+def _uniformity(fn, n, window, global_tokens, n_random) -> None:
+    """The random keys of query i must be uniform among the keys it does not see yet: each with
+    probability ``n_random / #unseen``, as the reference draws them. Checked on 200 seeds."""
+    seen = sliding_window_mask(n, window)
+    seen[:, global_tokens] = True
+    counts = torch.zeros(n, n, dtype=torch.float64)
+    for seed in range(_UNIFORM_SEEDS):
+        got = call_student(fn, n, window, list(global_tokens), n_random,
+                           generator=torch.Generator().manual_seed(1000 + seed))
+        counts += (got & ~seen).to(torch.float64)
+    rows = torch.ones(n, dtype=torch.bool)
+    rows[global_tokens] = False
+    unseen = ~seen & rows[:, None]
+    p = (n_random / unseen.sum(-1, keepdim=True).clamp_min(1)).expand(n, n)
+    freq = counts / _UNIFORM_SEEDS
+    z = ((freq - p).abs() / (p * (1 - p) / _UNIFORM_SEEDS).sqrt().clamp_min(1e-12)) * unseen
+    if z.max() > _UNIFORM_Z:
+        i, j = (int(x) for x in (z == z.max()).nonzero()[0])
+        raise CheckFailed("not_uniform", f"{_BIGBIRD_HINTS['not_uniform']} (query {i} read key "
+                          f"{j} in {freq[i, j]:.0%} of {_UNIFORM_SEEDS} masks; expected "
+                          f"{p[i, j]:.0%}: n = {n}, window = {window}, global = "
+                          f"{list(global_tokens)}, n_random = {n_random})")
+
+
+@register(reference_bigbird_mask)
 def check_bigbird_mask(fn) -> CheckResult:
     """``fn(n, window, global_tokens, n_random, generator) -> (n, n) bool``: BigBird's pattern.
 
     The random part differs from run to run, so the check tests the rules themselves: the
     window, the global rows and columns, exactly ``n_random`` new keys per non-global query,
-    and different keys for different seeds.
+    draws that come from ``generator`` (the same seed gives the same mask whatever the global
+    random state, another seed another mask), and random keys spread uniformly over the keys
+    a query does not see yet (their frequencies over 200 seeds, against the reference's
+    probabilities).
     """
     name = "BigBird mask"
-    try:
+
+    def body() -> str:
         for seed, (n, w, g, r) in enumerate(_BIGBIRD_CASES):
-            problem = _bigbird_problem(fn, n, w, g, r, seed)
+            case = f"n = {n}, window = {w}, global = {g}, n_random = {r}"
+            got = call_student(fn, n, w, list(g), r, generator=torch.Generator().manual_seed(seed))
+            try:
+                expect_tensor(got, "your mask", shape=(n, n), dtype=torch.bool)
+            except CheckFailed as failed:
+                raise CheckFailed(failed.diagnosis, f"{failed.message.rstrip('.')} ({case})") \
+                    from None
+            problem = _bigbird_problem(got, n, w, g, r)
             if problem is not None:
-                key, hint = problem
-                extra = "." if key in ("wrong_shape", "wrong_output", "not_bool") else ""
-                result = CheckResult(name, FAIL, f"❌ {name}: {hint}{extra} "
-                                     f"(n = {n}, window = {w}, global = {g}, n_random = {r})", key)
-                break
-        else:
-            n, w, g, r = _BIGBIRD_CASES[1]
-            a = fn(n, w, g, r, generator=torch.Generator().manual_seed(1))
-            b = fn(n, w, g, r, generator=torch.Generator().manual_seed(2))
-            if torch.equal(a, b):
-                result = CheckResult(name, FAIL, f"❌ {name}: {_BIGBIRD_HINTS['not_random']}",
-                                     "not_random")
-            else:
-                result = CheckResult(name, PASS, f"✅ {name}: correct on "
-                                     f"{len(_BIGBIRD_CASES)} test case(s).")
-    except NotImplementedError:
-        result = CheckResult(name, NOT_ATTEMPTED, f"⏳ {name}: not attempted yet — fill in the "
-                             "function above, then rerun this cell.")
-    except Exception as err:  # the student's error, reported rather than raised
-        result = CheckResult(name, FAIL, f"❌ {name}: your function raised "
-                             f"{type(err).__name__}: {err}", "raised")
-    print(result.message)
-    return result
+                raise CheckFailed(problem[0], f"{problem[1]} ({case})")
+        n, w, g, r = _BIGBIRD_CASES[1]
+        expect_generator(lambda gen: call_student(fn, n, w, list(g), r, generator=gen), seed=1,
+                        ignores=_BIGBIRD_HINTS["ignores_generator"],
+                        not_random=_BIGBIRD_HINTS["not_random"])
+        _uniformity(fn, *_BIGBIRD_CASES[0])
+        return f"correct on {len(_BIGBIRD_CASES)} test case(s)."
+
+    return custom_check(name, body)
 
 
 # --------------------------------------------------------------------------- exercise 3
@@ -220,6 +256,12 @@ def _unscaled(q, k, v, window, block):
                                         scale=1.0)[0]
 
 
+def _blockwise_reference(q, k, v, window, block):
+    n = q.shape[-2]
+    return scaled_dot_product_attention(q, k, v, mask=sliding_window_mask(n, window))[0]
+
+
+@register(_blockwise_reference)
 def check_blockwise_attention(fn) -> CheckResult:
     """``fn(q, k, v, window, block) -> (..., n, d_v)``: sliding-window attention computed block by
     block (``block >= window``, ``n`` a multiple of ``block``); must equal dense attention with
@@ -251,5 +293,5 @@ def check_blockwise_attention(fn) -> CheckResult:
         "missing_scale": (_unscaled, "the scores are not scaled: divide Q Kᵀ by √d_k."),
     }
     return run_check("blockwise sliding-window attention", fn,
-                     _dense_masked(window), cases, bugs, atol=1e-8)
+                     _blockwise_reference, cases, bugs, atol=1e-8)
 
