@@ -2,7 +2,9 @@
 
 * "running": trained on "<name> went to the <place>. He bought <food>.", on the running
   sentence (whose John, store and milk were never seen) "He" puts > 0.9 of its weight on
-  "John", its largest weight; untrained, less than 0.3; the loss falls below a third.
+  "John", its largest weight; untrained, less than 0.3; the loss falls below a third;
+  "He"'s query looks for person and male and pushes every other feature away; W_V passes
+  the identity code on (diagonal > 3) and drops the features (entries < 1).
 * "order" ("<name> met <name> at the <place>. He bought <food>.", He = the first name):
   without positions the weights of "He" just follow the tokens when the names swap, so it
   answers both orders alike and scores <= 0.5; with the sinusoidal code it scores >= 0.95
@@ -80,6 +82,20 @@ def test_running_he_finds_held_out_john(running_runs):
         assert torch.allclose(weights.sum(-1), torch.ones(len(RUNNING), dtype=torch.float64))
         curve = run.history.metrics["He → John"]
         assert curve[0] < 0.3 and curve[-1] == pytest.approx(weights[he, john].item(), abs=1e-6)
+
+
+def test_running_learned_projections(running_runs):
+    """What "He"'s query looks for in each key feature, x_He W_Q W_Kᵀ: person and male (the
+    designed query's two), every other feature pushed away; W_V passes the identity code on
+    (its diagonal) and hardly any feature (every name has the same features)."""
+    n_features = len(FEATURES)
+    for run in running_runs:
+        model = run.model
+        look = (model.vocab.embed(["He"])[0] @ model.w_q @ model.w_k.T).detach()
+        assert (look[:2] > 0).all() and (look[2:n_features] < 0).all(), look
+        w_v = model.w_v.detach()
+        assert w_v[n_features:, n_features:].diagonal().min() > 3
+        assert w_v[:, :n_features].abs().max() < 1
 
 
 def test_running_loss_falls(running_runs):
