@@ -259,7 +259,9 @@ def _changed(original, now) -> bool:
                     and np.array_equal(original, now, equal_nan=original.dtype.kind in "fc"))
     if isinstance(original, set | bytearray):
         return original != now
-    return False  # numbers, functions, generators (drawing from a generator is its use)
+    if isinstance(original, int | float | complex | str | bytes):  # inside a container
+        return original is not now and original != now
+    return False  # functions, generators (drawing from a generator is its use), other objects
 
 
 def _bind(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
@@ -449,7 +451,7 @@ def _format_pair(want, got) -> tuple[str, str]:
             integers and max(abs(want), abs(got)) < 1e15):
         return str(want), str(got)
     for digits in range(4, 17):
-        a, b = f"{want:.{digits}g}", f"{got:.{digits}g}"
+        a, b = f"{want:#.{digits}g}", f"{got:#.{digits}g}"
         if a != b:
             return a, b
     return repr(want), repr(got)

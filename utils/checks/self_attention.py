@@ -22,6 +22,11 @@ def _other_axis_softmax(scores, dim=-1):
     return torch.softmax(scores, dim=0 if dim % scores.dim() == scores.dim() - 1 else -1)
 
 
+def _global_max_softmax(scores, dim=-1):
+    e = (scores - scores.max()).exp()
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 def _naive_softmax(scores, dim=-1):
     e = scores.exp()
     return e / e.sum(dim=dim, keepdim=True)
@@ -46,6 +51,10 @@ def check_softmax(fn) -> CheckResult:
         "ignores_dim": (lambda s, dim=-1: torch.softmax(s, dim=-1),
                         "you always normalise along the last axis: use the `dim` argument "
                         "(the third case asks for dim=0)."),
+        "global_max": (_global_max_softmax,
+                       "you subtracted the max of the whole tensor: a row far below it "
+                       "underflows to exp(-2000) = 0 and gives 0/0 (NaN). Subtract each row's "
+                       "own max, `scores.amax(dim=dim, keepdim=True)`."),
         "no_keepdim": (lambda s, dim=-1: torch.exp(s - s.max()) / torch.exp(s - s.max()).sum(),
                        "you normalised by the sum over the whole tensor: sum along `dim` "
                        "with keepdim=True."),
