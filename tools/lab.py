@@ -6,8 +6,9 @@ Debian's Chromium (``apt-get install chromium``), driven by Playwright for Pytho
 
 * :func:`lab_server` — a context manager that copies ``solutions/``, ``chapters/`` and
   ``images/`` to a temporary root (so relative ``../images`` links still resolve), starts
-  JupyterLab there on a free port with a random token, isolated settings (all notebook
-  cells attached to the DOM) and no network calls, and stops it and every kernel on exit.
+  JupyterLab there (or Jupyter Notebook 7: ``app="notebook"``) on a free port with a random
+  token, isolated settings (all notebook cells attached to the DOM) and no network calls,
+  and stops it and every kernel on exit.
 * :func:`chromium` — a context manager for headless Chromium.
 * :class:`NotebookPage` — open a notebook in a page, run all cells and wait for the status
   bar's kernel status to read "Idle" with every cell done, read outputs, and drive widgets
@@ -68,12 +69,14 @@ def _free_port() -> int:
 
 @dataclass
 class LabServer:
-    """A running JupyterLab: ``url`` (no trailing slash), ``token``, ``root`` (its files)."""
+    """A running JupyterLab (``app="lab"``) or Notebook 7 (``app="notebook"``): ``url`` (no
+    trailing slash), ``token``, ``root`` (its files)."""
 
     url: str
     token: str
     root: Path
     process: subprocess.Popen = field(repr=False)
+    app: str = "lab"
 
     def api(self, method: str, path: str) -> object:
         """Call the server's REST API (``path`` like ``/api/kernels``); JSON in, JSON out."""
@@ -84,7 +87,10 @@ class LabServer:
         return json.loads(body) if body else None
 
     def lab_url(self, path: str) -> str:
-        """The URL that opens ``path`` (relative to the root) in a fresh JupyterLab workspace."""
+        """The URL that opens ``path`` (relative to the root): in a fresh JupyterLab workspace,
+        or in Notebook 7's notebook page."""
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{path}?token={self.token}"
         return f"{self.url}/lab/tree/{path}?reset&token={self.token}"
 
     def shutdown_kernels(self) -> None:
@@ -106,8 +112,11 @@ def _copy_course(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def lab_server(startup_timeout: float = 90.0) -> Iterator[LabServer]:
-    """Start JupyterLab on a temporary copy of the course; stop it and its kernels on exit."""
+def lab_server(startup_timeout: float = 90.0, app: str = "lab") -> Iterator[LabServer]:
+    """Start JupyterLab (``app="lab"``) or Jupyter Notebook 7 (``app="notebook"``) on a
+    temporary copy of the course; stop it and its kernels on exit."""
+    if app not in ("lab", "notebook"):
+        raise ValueError(f"app must be 'lab' or 'notebook', got {app!r}")
     with tempfile.TemporaryDirectory(prefix="lab-") as tmp:
         tmp = Path(tmp)
         root, home = tmp / "course", tmp / "home"
@@ -127,21 +136,24 @@ def lab_server(startup_timeout: float = 90.0) -> Iterator[LabServer]:
                "IPYTHONDIR": str(home / "ipython"),
                "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "jupyter", "lab",
+        if app == "lab":
+            app_args = ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+                        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                        "--LabApp.extension_manager=readonly"]
+        else:
+            app_args = ["--JupyterNotebookApp.expose_app_in_browser=True"]
+        cmd = [sys.executable, "-m", "jupyter", app,
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
                "--ServerApp.port_retries=0",
                f"--IdentityProvider.token={token}",
                "--ServerApp.open_browser=False",
                f"--ServerApp.root_dir={root}",
-               "--LabApp.expose_app_in_browser=True",
-               "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--LabApp.extension_manager=readonly",
+               *app_args,
                *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else [])]
         log = (tmp / "server.log").open("w")
         process = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        server = LabServer(f"http://127.0.0.1:{port}", token, root, process)
+        server = LabServer(f"http://127.0.0.1:{port}", token, root, process, app)
         try:
             _wait_until_up(server, startup_timeout, tmp / "server.log")
             yield server
@@ -203,10 +215,16 @@ def chromium(executable: Path = CHROMIUM):
 
 # ---------------------------------------------------------------------------- the page
 
+# the kernel status: JupyterLab's status bar ("Python 3 (ipykernel) | Idle"); Notebook 7 has
+# none, there the notebook's session context says it ("idle" -> "Idle")
 _STATUS_JS = """() => {
-  const items = [...document.querySelectorAll('#jp-main-statusbar .jp-StatusBar-TextItem')];
-  const kernel = items.map(e => e.innerText.trim()).find(t => / \\| [A-Z][a-z ]+$/.test(t));
-  return kernel ? kernel.split(' | ').pop() : null;
+  if (document.querySelector('#jp-main-statusbar')) {
+    const items = [...document.querySelectorAll('#jp-main-statusbar .jp-StatusBar-TextItem')];
+    const kernel = items.map(e => e.innerText.trim()).find(t => / \\| [A-Z][a-z ]+$/.test(t));
+    return kernel ? kernel.split(' | ').pop() : null;
+  }
+  const status = window.jupyterapp?.shell?.currentWidget?.sessionContext?.kernelDisplayStatus;
+  return status ? status.charAt(0).toUpperCase() + status.slice(1) : null;
 }"""
 
 _CODE_PROMPTS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')]
@@ -442,6 +460,32 @@ class NotebookPage:
     def checkboxes(widget) -> list:
         return [(c.inner_text().strip(), c.locator("input[type=checkbox]").first)
                 for c in widget.locator(".widget-checkbox").all()]
+
+    def press_a_key(self, widget) -> str | None:
+        """Press a key in one of the widget's controls, as a presenter would (a slider's
+        handle: an arrow key away from its end; a dropdown: ArrowDown or ArrowUp; a toggle or
+        a button: Enter), trying each control in turn until one changes the widget's image.
+        Returns what answered (e.g. "slider 'head'"), or None if nothing did. The control
+        keeps the focus."""
+        moves = []
+        for label, handle in self.sliders(widget):
+            moves.append((f"slider {label!r}", lambda h=handle: h.press(
+                "ArrowRight" if self.at_extreme(h) == "min" else "ArrowLeft")))
+        for label, select in self.dropdowns(widget):
+            moves.append((f"dropdown {label!r}", lambda s=select: s.press(
+                "ArrowUp" if s.evaluate("s => s.selectedIndex === s.options.length - 1")
+                else "ArrowDown")))
+        for label, group in self.toggles(widget):
+            buttons = group.locator("button")
+            moves.append((f"toggle {label!r}", lambda b=buttons: b.nth(b.evaluate_all(
+                "bs => bs.findIndex(b => !b.classList.contains('mod-active'))")).press("Enter")))
+        for label, button in self.buttons(widget):
+            moves.append((f"button {label!r}", lambda b=button: b.press("Enter")))
+        for what, move in moves:
+            before, after = self.change(widget, move)
+            if before != after:
+                return what
+        return None
 
     @staticmethod
     def at_extreme(handle) -> str | None:

@@ -127,11 +127,15 @@ RERUN = ("Controls not live: rerun this cell (Shift+Enter) to use them. The stat
 #   is hidden. In a notebook opened again, JupyterLab and Notebook 7 cannot find the widget's
 #   model and put "Error displaying widget: model not found" (a .jupyter-widgets output with
 #   no element in it) in the widget's place: that is hidden and the line shows instead.
-# * Script (installed once per page): Escape in one of an explorer's controls leaves the
-#   control and gives the focus back to its cell, so that the notebook's keys, and the arrow
-#   keys of a live deck (jupyterlab-slideshow), work again. Without it a focused slider keeps
-#   the arrow keys, and Escape stops the deck. A click outside the control also gives the
-#   focus back (JupyterLab's own behaviour).
+# * Script (installed once per page), for the keyboard and the live deck (jupyterlab-slideshow):
+#   - Escape in one of an explorer's controls leaves the control and gives the focus back to
+#     its cell, so that the notebook's keys and the deck's arrow keys work again. Without it
+#     a focused slider keeps the arrow keys, and Escape stops the deck. (A click outside the
+#     control also gives the focus back: JupyterLab's own behaviour.)
+#   - The deck starts at the active cell; started with the last cell active (as right after
+#     Run All) it would open on the last slide: it starts at the title instead (focusing a
+#     cell makes it the active one). With any other cell active it starts there, so an
+#     instructor picks a section by clicking its heading first.
 _RERUN_HTML = f"""<div class="course-rerun">&#x21bb; {RERUN}</div>
 <style>
 .jp-OutputArea-child:has(.course-rerun):has(+ .jp-OutputArea-child .course-explorer) {{
@@ -142,8 +146,8 @@ _RERUN_HTML = f"""<div class="course-rerun">&#x21bb; {RERUN}</div>
 .course-rerun {{ font-style: italic; }}
 </style>
 <script>
-if (!window.courseEscapeLeavesControls) {{
-  window.courseEscapeLeavesControls = true;
+if (!window.courseExplorerKeys) {{
+  window.courseExplorerKeys = true;
   window.addEventListener("keydown", (event) => {{
     const control = document.activeElement;
     const explorer = control?.closest?.(".course-explorer");
@@ -153,6 +157,16 @@ if (!window.courseEscapeLeavesControls) {{
     control.blur();
     explorer.closest(".jp-Cell")?.focus({{ preventScroll: true }});
   }}, true);
+  new MutationObserver(() => {{
+    if (document.body.dataset.jpDeckMode !== "presenting") return;
+    const panel = document.activeElement?.closest?.(".jp-NotebookPanel");
+    const cells = panel ? [...panel.querySelectorAll(".jp-Notebook .jp-Cell")] : [];
+    const first = cells[0];
+    if (cells.length > 1 && cells.at(-1).classList.contains("jp-mod-active") &&
+        (first.dataset.windowedListIndex ?? "0") === "0") {{
+      first.focus({{ preventScroll: true }});
+    }}
+  }}).observe(document.body, {{ attributeFilter: ["data-jp-deck-mode"] }});
 }}
 </script>"""
 
