@@ -133,6 +133,7 @@ def test_every_image_has_alt_text_and_resolves(built):
 
 def test_links_between_pages_resolve_and_pages_link_prev_and_next(built):
     index, *chapters = built
+    assert (index.parent / ".nojekyll").is_file(), "GitHub Pages would skip _static/"
     links = _parse(index).links
     assert [p.name for p in chapters] == [u for u in links if u.endswith(".html")]
     for i, path in enumerate(chapters):

@@ -7,7 +7,8 @@ Run from the repository root::
     python -m tools.site --out /tmp/site
 
 Then open ``build/site/index.html``: no network needed, and no server (a GitHub Pages
-folder or any static host serves it as it is).
+folder or any static host serves it as it is; ``.nojekyll`` tells GitHub Pages to serve
+``_static/`` too).
 
 What it holds: ``index.html``, the chapter map (the README's chapter table with each
 chapter's title diagram), and one page per solution notebook (``NN-name.html``) rendered
@@ -278,6 +279,7 @@ def build_site(names: list[str] | None = None, out: Path = OUT) -> list[Path]:
         items.append(_index_item(number, file, title, concepts.get(number, ""), _title_image(nb)))
     index = out / "index.html"
     index.write_text(_INDEX.format(n=len(read), items="\n".join(items)), encoding="utf-8")
+    (out / ".nojekyll").touch()  # GitHub Pages: serve _static/ as it is (Jekyll skips _folders)
     return [index, *written]
 
 
