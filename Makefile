@@ -1,5 +1,5 @@
 # Attention, Hands-On — two commands do everything: `make lab` and `make test`.
-# A fresh Linux machine needs only Python 3.11 and pip; the venv lives in .venv.
+# A fresh Linux machine needs only Python 3.11 (or newer) and pip; the venv lives in .venv.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -7,19 +7,25 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # strict nbval for the executed solutions, lax for the (output-free) student chapters
 NBVAL  := --nbval-current-env -p no:cacheprovider
+# CPU-only PyTorch: on Linux, PyPI's torch is the CUDA build (about 2.5 GiB with its nvidia-*
+# packages). `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` (or make lab/test, on a
+# fresh .venv) first installs torch alone from that index; everything else comes from PyPI as usual.
+TORCH_INDEX ?=
+TORCH_PIN   := $(shell sed -n 's/^ *"\(torch==[^"]*\)".*/\1/p' pyproject.toml)
 
 .PHONY: install lab test unit notebooks browser lint bench slides site figures chapters clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --index-url $(TORCH_INDEX) "$(TORCH_PIN)")
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies and utils (editable)
 
-lab: $(STAMP)  ## open the course in JupyterLab on 127.0.0.1 (token auth on)
-	$(BIN)/jupyter lab --ip 127.0.0.1 README.md
+lab: $(STAMP)  ## open the course in JupyterLab on 127.0.0.1 (token auth on; --allow-root for root)
+	$(BIN)/python -m tools.open_lab
 
 test: $(STAMP) lint unit notebooks browser  ## the whole test suite
 

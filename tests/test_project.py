@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +61,32 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", ci, re.MULTILINE)
 
 
-def test_lab_binds_to_localhost_and_keeps_token_auth():
-    makefile = (ROOT / "Makefile").read_text()
-    lab = re.search(r"^lab:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
-    assert "--ip 127.0.0.1" in lab
-    assert "token=''" not in lab and 'token=""' not in lab and "--no-token" not in lab
+# `make lab` (localhost, token, --allow-root for root) is started for real in tests/test_lab_launch.py
+
+
+def test_license_is_an_spdx_string_for_a_setuptools_that_reads_it():
+    # a TOML table makes `pip install` print a deprecation warning; the string needs setuptools >= 77
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"
+    assert pyproject["build-system"]["requires"] == ["setuptools>=77"]
+
+
+def _make_install(*variables: str) -> list[str]:
+    """The commands `make install` would run on a fresh .venv (make -n -B: printed, not run)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "-B", "-s", ".venv/.installed-stamp", *variables], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if "pip install" in line]
+
+
+def test_torch_index_installs_torch_alone_from_that_index_then_the_rest_as_usual():
+    url = "https://download.pytorch.org/whl/cpu"
+    default, cpu = _make_install(), _make_install(f"TORCH_INDEX={url}")
+    assert not any("index-url" in line for line in default)  # the default: pip's own configuration
+    pin = f"torch=={_pyproject_pins()['torch']}"
+    assert len(cpu) == len(default) + 1
+    # torch alone from the index, right before the project (whose torch pin it then satisfies)
+    assert cpu[:-2] == default[:-1] and cpu[-1] == default[-1] and '-e ".[test]"' in cpu[-1]
+    assert cpu[-2].endswith(f'pip install --quiet --index-url {url} "{pin}"')
+    assert f"TORCH_INDEX={url}" in (ROOT / "README.md").read_text()
