@@ -37,6 +37,15 @@ def bench_pronoun() -> None:
             lambda: pronoun.fit("order", use_positions=True, seed=0))
 
 
+def bench_language() -> None:
+    """Chapter 4: a tiny causal language model, with and without the causal mask
+    (``utils.training.language``)."""
+    from utils.training import language
+
+    _report("ch4 language, causal mask (as in the notebook)", lambda: language.fit(True, seed=0))
+    _report("ch4 language, no mask (as in the notebook)", lambda: language.fit(False, seed=0))
+
+
 def main() -> None:
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for name, fn in list(globals().items()):
