@@ -37,6 +37,13 @@ def bench_pronoun() -> None:
             lambda: pronoun.fit("order", use_positions=True, seed=0))
 
 
+def bench_translation() -> None:
+    """Chapter 2: a tiny encoder-decoder learns to translate (``utils.training.translation``)."""
+    from utils.training import translation
+
+    _report("ch2 translation, 200 steps (as in the notebook)", lambda: translation.fit(seed=0))
+
+
 def bench_language() -> None:
     """Chapter 4: a tiny causal language model, with and without the causal mask
     (``utils.training.language``)."""
