@@ -81,18 +81,21 @@ def causal_mask_grid():
 
 @figure("kv-cache.svg")
 def kv_cache_step():
-    """One generation step: append k_t and v_t to the cache, attend with q_t over the cache."""
-    fig, ax = canvas(10, 4.4, xlim=(0, 12.4), ylim=(0, 5.4))
+    """One generation step at position t (0-based): append k_t and v_t to the cache, so it
+    holds the t + 1 keys and values of positions 0..t, and attend with q_t over all of them."""
+    fig, ax = canvas(10, 4.6, xlim=(0, 12.4), ylim=(-0.2, 5.4))
     title(ax, 6.2, 5.05, "Generation with a KV cache: one new token per step")
     t = TOKENS.index("bought")
-    box(ax, 1.0, 2.6, f"new token\n“{TOKENS[t]}”", w=1.6, h=0.9, color="input")
+    box(ax, 1.0, 2.6, f"new token\n“{TOKENS[t]}”\nposition t = {t}", w=1.7, h=1.1, color="input")
     box(ax, 3.0, 2.6, "q_t", w=0.9, h=0.6, color="query")
-    arrow(ax, (1.8, 2.6), (2.55, 2.6))
-    arrow(ax, (1.8, 2.9), (3.95, 3.95), text="k_t")
-    arrow(ax, (1.8, 2.3), (3.95, 1.25), text="v_t")
+    arrow(ax, (1.85, 2.6), (2.55, 2.6))
+    arrow(ax, (1.85, 2.95), (3.95, 3.95), text="k_t")
+    arrow(ax, (1.85, 2.25), (3.95, 1.25), text="v_t")
     cell = 0.62
     for label, y, color in (("K cache", 3.95, "key"), ("V cache", 1.25, "value")):
-        ax.text(4.0 + (t + 1) * cell / 2, y + 0.55, label, ha="center", fontsize=10)
+        ax.text(4.0 + (t + 1) * cell / 2, y + 0.55, f"{label}: positions 0..t ({t + 1} keys)"
+                if color == "key" else f"{label}: positions 0..t ({t + 1} values)",
+                ha="center", fontsize=10)
         for j in range(t + 1):
             fill = NEW if j == t else COLORS[color]
             ax.add_patch(Rectangle((4.0 + j * cell, y - 0.28), cell, 0.56, facecolor=fill,
@@ -100,14 +103,18 @@ def kv_cache_step():
             dark = color == "value" and j != t
             ax.text(4.0 + (j + 0.5) * cell, y, TOKENS[j], ha="center", va="center",
                     fontsize=7, color="white" if dark else "black")
-    box(ax, 6.2, 2.6, "softmax(q_t Kᵀ/√d_k)\nover t keys", w=2.6, h=0.8, color="weights")
+            if color == "value":
+                ax.text(4.0 + (j + 0.5) * cell, y - 0.45, str(j), ha="center", va="center",
+                        fontsize=8, color="#555555")
+    box(ax, 6.2, 2.6, f"softmax(q_t Kᵀ/√d_k)\nover t + 1 = {t + 1} keys", w=2.6, h=0.8,
+        color="weights")
     arrow(ax, (3.45, 2.6), (4.9, 2.6))
     arrow(ax, (6.2, 3.65), (6.2, 3.0))
     box(ax, 10.3, 2.6, "o_t = weights · V\n= row t of full\ncausal attention", w=2.9, h=1.2,
         color="output")
     arrow(ax, (7.5, 2.6), (8.85, 2.6))
     arrow(ax, (9.0, 1.25), (9.7, 1.95))
-    ax.text(6.2, 0.3, "keys and values of earlier tokens never change: cache them, "
+    ax.text(6.2, 0.1, "keys and values of earlier tokens never change: cache them, "
             "append one pair per step (yellow)", ha="center", fontsize=10, style="italic")
     return fig
 
