@@ -435,3 +435,243 @@ def test_first_attention_call_does_not_import_sympy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- half precision
+
+HALF = [torch.float16, torch.bfloat16]
+# (q shape, k shape, v shape, causal mask?)
+HALF_CASES = [
+    ((1, 7, 5, 8), (1, 7, 5, 8), (1, 7, 5, 8), False),
+    ((2, 4, 64, 64), (2, 4, 64, 64), (2, 4, 64, 64), False),
+    ((2, 4, 64, 64), (2, 4, 64, 64), (2, 4, 64, 64), True),
+    ((3, 33, 16), (3, 40, 16), (3, 40, 24), False),
+    ((1, 1, 128, 128), (1, 1, 128, 128), (1, 1, 128, 128), True),
+]
+
+
+def _half_inputs(seed, q_shape, k_shape, v_shape, dtype, spread=3.0):
+    """q, k, v in ``dtype``: standard normal times ``spread`` for q and k, so the scores
+    spread over several units as in a trained model (softmax then has work to do)."""
+    gen = _gen(seed)
+    q, k = _randn(gen, *q_shape) * spread, _randn(gen, *k_shape) * spread
+    return q.to(dtype), k.to(dtype), _randn(gen, *v_shape).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize(("q_shape", "k_shape", "v_shape", "causal"), HALF_CASES)
+def test_half_precision_error_is_torchs(dtype, q_shape, k_shape, v_shape, causal):
+    """float16/bfloat16 against a float64 reference on the same (rounded) inputs: our error
+    is within 1.5x torch SDPA's own (before: 8-17x, scores and weights rounded to half)."""
+    for seed in range(5):
+        q, k, v = _half_inputs(seed, q_shape, k_shape, v_shape, dtype)
+        mask = causal_mask(q_shape[-2], k_shape[-2]) if causal else None
+        out, weights = scaled_dot_product_attention(q, k, v, mask=mask)
+        assert out.dtype == dtype and weights.dtype == dtype
+        ref = _torch_sdpa(q.double(), k.double(), v.double(), mask=mask)
+        theirs = _torch_sdpa(q, k, v, mask=mask)
+        err = (out.double() - ref).abs().max().item()
+        err_torch = (theirs.double() - ref).abs().max().item()
+        assert err <= 1.5 * err_torch + 1e-3 * torch.finfo(dtype).eps, (seed, err, err_torch)
+        info = torch.finfo(dtype)  # weights: rounded once from float32
+        ref_w = _reference_weights(q.double(), k.double(), mask).expand_as(weights)
+        torch.testing.assert_close(weights.double(), ref_w, rtol=info.eps,
+                                   atol=info.tiny * info.eps)
+
+
+@pytest.mark.parametrize(("dtype", "size"), [(torch.float16, 100.0), (torch.bfloat16, 1e19)],
+                         ids=str)
+def test_half_precision_large_inputs_give_no_error_and_no_nan(dtype, size):
+    """q = k = 100 * ones (d = 64): scores 80 000 overflow float16 (max 65 504) but not the
+    float32 they are computed in. bfloat16 has float32's range: 1e19 * ones gives scores of
+    8e38, beyond float32 too. Every key ties, so the weights are 1/L."""
+    n, d = 8, 64
+    q = torch.full((2, n, d), size, dtype=dtype)
+    v = _randn(_gen(11), 2, n, d).to(dtype)
+    for mask in (None, causal_mask(n)):
+        out, weights = scaled_dot_product_attention(q, q, v, mask=mask)
+        keep = torch.ones(n, n, dtype=torch.bool) if mask is None else mask
+        expected_w = (keep / keep.sum(-1, keepdim=True)).to(F64).expand(2, n, n)
+        torch.testing.assert_close(weights.double(), expected_w,
+                                   rtol=torch.finfo(dtype).eps / 2, atol=0)
+        torch.testing.assert_close(out.double(), expected_w @ v.double(),
+                                   rtol=torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize(("dtype", "size"), [
+    (torch.bfloat16, 1e30), (torch.float32, 1e25), (F64, 1e160),
+])
+def test_products_beyond_the_dtype_give_the_limit_not_nan(dtype, size):
+    """Finite inputs whose scores overflow even the work dtype (float32 or float64): the
+    softmax is then a hard maximum, computed without NaN or an error, gradients included."""
+    gen = _gen(12)
+    q, k = (_randn(gen, 2, 5, 16) * size).to(dtype), (_randn(gen, 2, 7, 16) * size).to(dtype)
+    v = _randn(gen, 2, 7, 3).to(dtype)
+    mask = torch.rand(2, 5, 7, generator=gen) < 0.6
+    mask[:, 0] = False  # a fully masked query still gets zeros
+    mask[:, 1:, 0] = True
+    t = (q.double() / size) @ (k.double() / size).mT  # the scores' order, in range
+    best = t.masked_fill(~mask, -math.inf).argmax(-1)
+    q.requires_grad_(True)
+    out, weights = scaled_dot_product_attention(q, k, v, mask=mask)
+    assert torch.isfinite(out).all() and torch.isfinite(weights).all()
+    one_hot = F.one_hot(best, 7).to(dtype).masked_fill(~mask.any(-1, keepdim=True), 0)
+    assert torch.equal(weights.detach(), one_hot)
+    out.sum().backward()
+    assert not torch.isnan(q.grad).any()
+
+
+def test_mixed_dtypes_are_promoted():
+    gen = _gen(14)
+    q, k, v = _randn(gen, 3, 4).float(), _randn(gen, 5, 4), _randn(gen, 5, 2).half()
+    out, weights = scaled_dot_product_attention(q, k, v)
+    assert out.dtype == weights.dtype == F64
+    torch.testing.assert_close(out, _torch_sdpa(q.double(), k, v.double()), **TOL)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_self_and_cross_attention_in_half_precision(dtype):
+    """Projections too are computed in float32: x = 20 * ones with w = ones gives q = k = 320
+    per entry and scores 320² * 8 / sqrt(8) > 65 504: no error, exact ties."""
+    x = torch.full((2, 5, 8), 20.0, dtype=dtype)
+    w = torch.ones(8, 8, dtype=dtype)
+    for out, weights in (self_attention(x, w, w, w), cross_attention(x, x[:, :3], w, w, w)):
+        assert out.dtype == weights.dtype == dtype
+        assert torch.isfinite(out).all()
+        uniform = torch.full_like(weights, 1 / weights.shape[-1], dtype=F64)
+        torch.testing.assert_close(weights.double(), uniform, rtol=torch.finfo(dtype).eps / 2,
+                                   atol=0)
+    gen = _gen(15)
+    x, w_q, w_k, w_v = _randn(gen, 2, 9, 8), _randn(gen, 8, 4), _randn(gen, 8, 4), _randn(gen, 8, 6)
+    out, _ = self_attention(x.to(dtype), w_q.to(dtype), w_k.to(dtype), w_v.to(dtype))
+    ref = self_attention(*(t.to(dtype).double() for t in (x, w_q, w_k, w_v)))[0]
+    torch.testing.assert_close(out.double(), ref, rtol=4 * torch.finfo(dtype).eps, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- key padding mask
+
+LENGTHS = [5, 2, 4, 1, 3]
+
+
+def _keep(lengths, n):
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def test_key_padding_mask_where_batch_equals_query_length():
+    """B = Lq = 5: a (B, Lk) key padding mask passed as ``mask`` is silently read as
+    (Lq, Lk), one row per query; ``key_padding_mask`` says which it is."""
+    gen = _gen(16)
+    q, k, v = _randn(gen, 5, 5, 4), _randn(gen, 5, 6, 4), _randn(gen, 5, 6, 3)
+    keep = _keep(LENGTHS, 6)  # (B, Lk), True = real token
+    out, weights = scaled_dot_product_attention(q, k, v, key_padding_mask=keep)
+    expected = _torch_sdpa(q, k, v, mask=keep[:, None, :])
+    torch.testing.assert_close(out, expected, **TOL)
+    for b, n in enumerate(LENGTHS):
+        assert (weights[b, :, n:] == 0).all()
+        torch.testing.assert_close(weights[b].sum(-1), torch.ones(5, dtype=F64), **TOL)
+    wrong, _ = scaled_dot_product_attention(q, k, v, mask=keep)  # (Lq, Lk): another answer
+    assert not torch.allclose(wrong, out)
+
+
+def test_key_padding_mask_broadcasts_over_heads_and_combines_with_mask():
+    gen = _gen(17)
+    q, k, v = _randn(gen, 5, 2, 4, 3), _randn(gen, 5, 2, 6, 3), _randn(gen, 5, 2, 6, 2)
+    keep = _keep(LENGTHS, 6)
+    causal = causal_mask(4, 6)
+    out, weights = scaled_dot_product_attention(q, k, v, causal, key_padding_mask=keep)
+    both = causal & keep[:, None, None, :]  # (B, H, Lq, Lk)
+    out_ref, weights_ref = scaled_dot_product_attention(q, k, v, mask=both)
+    assert torch.equal(out, out_ref) and torch.equal(weights, weights_ref)
+    assert (weights[3, :, :, 1:] == 0).all()  # one real token: all weight on it
+    # unbatched inputs take a (Lk,) key padding mask
+    out1, _ = scaled_dot_product_attention(q[1, 0], k[1, 0], v[1, 0], key_padding_mask=keep[1])
+    torch.testing.assert_close(out1, out_ref[1, 0], **TOL)
+
+
+def test_self_and_cross_attention_take_a_key_padding_mask():
+    gen = _gen(18)
+    x_dec, x_enc = _randn(gen, 5, 4, 6), _randn(gen, 5, 6, 7)
+    w_q, w_k, w_v = _randn(gen, 6, 3), _randn(gen, 7, 3), _randn(gen, 7, 2)
+    keep = _keep(LENGTHS, 6)
+    out, weights = cross_attention(x_dec, x_enc, w_q, w_k, w_v, key_padding_mask=keep)
+    expected = cross_attention(x_dec, x_enc, w_q, w_k, w_v, mask=keep[:, None, :])
+    assert torch.equal(out, expected[0]) and torch.equal(weights, expected[1])
+    x, w = _randn(gen, 5, 6, 6), _randn(gen, 6, 6)
+    out, weights = self_attention(x, w, w, w, causal_mask(6), key_padding_mask=keep)
+    expected = self_attention(x, w, w, w, mask=causal_mask(6) & keep[:, None, :])
+    assert torch.equal(out, expected[0]) and torch.equal(weights, expected[1])
+
+
+KEEP = _keep([4, 2], 4)
+
+KEY_PADDING_ERRORS = [
+    ("transposed", lambda: scaled_dot_product_attention(
+        *_qkv_batched(), key_padding_mask=KEEP.T),
+     ValueError, r"key_padding_mask must have shape \(B, Lk\) = \(2, 4\) for q \(2, 3, 5\) "
+                 r"and k \(2, 4, 5\), got \(4, 2\)"),
+    ("3-D", lambda: scaled_dot_product_attention(*_qkv_batched(), key_padding_mask=KEEP[:, None]),
+     ValueError, r"key_padding_mask must have shape \(B, Lk\).*got \(2, 1, 4\)"),
+    ("float", lambda: scaled_dot_product_attention(*_qkv_batched(),
+                                                   key_padding_mask=KEEP.double()),
+     TypeError, r"key_padding_mask must have dtype torch\.bool.*MultiheadAttention"),
+    ("list", lambda: scaled_dot_product_attention(*_qkv_batched(),
+                                                  key_padding_mask=KEEP.tolist()),
+     TypeError, r"key_padding_mask must be a bool torch\.Tensor"),
+    ("unbatched", lambda: scaled_dot_product_attention(Q, K, V, key_padding_mask=KEEP),
+     ValueError, r"key_padding_mask must have shape \(Lk,\) for unbatched inputs = \(4,\)"),
+    ("self", lambda: self_attention(X[None].expand(2, 4, 6), W, W, W,
+                                    key_padding_mask=KEEP[:, :3]),
+     ValueError, r"key_padding_mask .*\(2, 4\) for x \(2, 4, 6\), got \(2, 3\)"),
+    ("cross", lambda: cross_attention(X[None], X[None, :3], W, W, W, key_padding_mask=KEEP),
+     ValueError, r"key_padding_mask .*\(1, 3\) for x_dec \(1, 4, 6\) and x_enc \(1, 3, 6\)"),
+]
+
+
+def _qkv_batched():
+    return Q.expand(2, 3, 5), K.expand(2, 4, 5), V.expand(2, 4, 2)
+
+
+@pytest.mark.parametrize(("call", "error", "match"), [c[1:] for c in KEY_PADDING_ERRORS],
+                         ids=[c[0] for c in KEY_PADDING_ERRORS])
+def test_key_padding_mask_errors_name_it(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# --------------------------------------------------------------------------- inf in the inputs
+
+
+def _with(t: torch.Tensor, value: float, index=(-1, -1)) -> torch.Tensor:
+    t = t.clone()
+    t[index] = value
+    return t
+
+
+INF_INPUTS = [
+    ("+inf k", lambda: scaled_dot_product_attention(Q, _with(K, math.inf), V),
+     r"k contains \+inf \(shape \(4, 5\)\)"),
+    ("-inf q", lambda: scaled_dot_product_attention(_with(Q, -math.inf), K, V),
+     r"q contains -inf \(shape \(3, 5\)\)"),
+    ("inf v", lambda: scaled_dot_product_attention(Q, K, _with(V, math.inf)),
+     r"v contains \+inf \(shape \(4, 2\)\)"),
+    ("both infs", lambda: scaled_dot_product_attention(
+        Q, _with(_with(K, math.inf), -math.inf, (0, 0)), V),
+     r"k contains \+inf and -inf"),
+    ("self x", lambda: self_attention(_with(X, math.inf), W, W, W), r"x contains \+inf"),
+    ("cross x_enc", lambda: cross_attention(X, _with(X, -math.inf), W, W, W),
+     r"x_enc contains -inf"),
+    ("self w_v", lambda: self_attention(X, W, W, _with(W, math.inf)), r"w_v contains \+inf"),
+    ("projection", lambda: self_attention(X.float() * 1e30, W.float() * 1e30, W.float(),
+                                          W.float()),
+     r"x @ w_q contains .*inf.*too large for torch\.float32"),
+    ("inf scale", lambda: scaled_dot_product_attention(Q, K, V, scale=math.inf),
+     r"scale must be finite"),
+]
+
+
+@pytest.mark.parametrize(("call", "match"), [c[1:] for c in INF_INPUTS],
+                         ids=[c[0] for c in INF_INPUTS])
+def test_inf_in_an_input_is_named(call, match):
+    """Never "scores contains NaN" (an internal tensor) or a silent inf/NaN column."""
+    with pytest.raises(ValueError, match=match):
+        call()

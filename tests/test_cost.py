@@ -178,3 +178,19 @@ def test_one_thread_restores_the_thread_count():
     with pytest.raises(RuntimeError), cost.one_thread():
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+def test_counts_and_measures_reject_bad_arguments():
+    """flops('a', 3) returned a string and flops(-4, 3) a negative count."""
+    with pytest.raises(TypeError, match=r"n_entries must be an int, got str 'a'"):
+        cost.flops("a", 3)
+    with pytest.raises(ValueError, match=r"n_entries must be >= 0, got -4"):
+        cost.flops(-4, 3)
+    with pytest.raises(ValueError, match=r"d_v must be >= 1, got 0"):
+        cost.flops(10, 3, 0)
+    with pytest.raises(TypeError, match=r"dtype must be a torch\.dtype, got str 'float32'"):
+        cost.score_bytes(10, "float32")
+    with pytest.raises(TypeError, match=r"fn must be a function of no arguments, got Tensor"):
+        cost.peak_memory(torch.ones(3))
+    with pytest.raises(TypeError, match=r"mask must be a bool torch\.Tensor, got torch\.int64"):
+        cost.reach(torch.ones(3, 3, dtype=torch.long), 2)

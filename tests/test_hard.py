@@ -241,6 +241,53 @@ def test_no_nan_at_tiny_tau_and_huge_scores(dtype):
     assert torch.isfinite(hard.gumbel_softmax_gradient(theta, r, 0.01, 100, gen(19))).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, D], ids=str)
+@pytest.mark.parametrize("tau", [1e-38, 1e-300, 5e-324])
+def test_gumbel_softmax_at_a_vanishing_tau_is_the_one_hot_of_the_argmax(dtype, tau):
+    """(logits + g) / τ overflowed to inf for τ = 1e-38 in float32 (NaN sample); now the
+    maximum is subtracted first: the sample is the one-hot of argmax(logits + g), exactly
+    what hard=True returns, for every dtype and any positive τ."""
+    logits = (torch.randn(40, 6, generator=gen(30), dtype=D) * 3).to(dtype).requires_grad_(True)
+    y = hard.gumbel_softmax(logits, tau=tau, generator=gen(31))
+    y_hard = hard.gumbel_softmax(logits, tau=tau, hard=True, generator=gen(31))
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    one_hot = F.one_hot(y.argmax(-1), 6).to(dtype)
+    assert torch.equal(y, one_hot) and torch.equal(y_hard, one_hot)
+    # the same positions as float64 at a small but ordinary τ (the same noise)
+    reference = hard.gumbel_softmax(logits.detach().double(), tau=1e-3, generator=gen(31))
+    assert torch.equal(y.argmax(-1), reference.argmax(-1))
+    y.sum().backward()
+    assert not torch.isnan(logits.grad).any()
+
+
+@pytest.mark.parametrize("tau", [1e-38, 1e-300])
+def test_gumbel_softmax_gradient_at_a_vanishing_tau(tau):
+    theta = torch.tensor([0.5, -0.3, 1.2, 0.0])  # float32
+    est = hard.gumbel_softmax_gradient(theta, R.float(), tau, 200, gen(32))
+    assert torch.isfinite(est).all()
+
+
+def test_soft_and_topk_attention_in_half_precision_round_once():
+    """Weights and context computed in float32 and rounded once to the inputs' dtype: the
+    error is that of rounding the float64 result (before: up to 3x, softmax and the weighted
+    sum in half precision)."""
+    for dtype in (torch.float16, torch.bfloat16):
+        for seed in range(5):
+            s = (torch.randn(8, 200, generator=gen(seed), dtype=D) * 3).to(dtype)
+            v = torch.randn(8, 200, 16, generator=gen(seed + 10), dtype=D).to(dtype)
+            for fn in (lambda s, v: hard.soft_attention(s, v),
+                       lambda s, v: hard.topk_attention(s, v, 50)):
+                context, weights = fn(s, v)
+                assert context.dtype == weights.dtype == dtype
+                ref_c, ref_w = fn(s.double(), v.double())
+                rounding = (ref_c.to(dtype).double() - ref_c).abs().max().item()
+                err = (context.double() - ref_c).abs().max().item()
+                assert err <= 1.5 * rounding, (dtype, seed, err, rounding)
+                info = torch.finfo(dtype)
+                torch.testing.assert_close(weights.double(), ref_w, rtol=info.eps,
+                                           atol=info.tiny * info.eps)
+
+
 # ----------------------------------------------------------------------------- estimators
 
 
@@ -367,4 +414,22 @@ BAD = [
 @pytest.mark.parametrize(("call", "error", "match"), BAD, ids=[m for _, _, m in BAD])
 def test_bad_input_raises_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
+        call()
+
+
+V_INF = V.clone()
+V_INF[2, 1] = float("inf")
+NOT_FINITE = [
+    # an inf value used to give an inf or NaN column of the context, silently
+    (lambda: hard.soft_attention(S, V_INF), r"values contains \+inf \(shape \(5, 2\)\)"),
+    (lambda: hard.topk_attention(S, V_INF, 2), r"values contains \+inf"),
+    (lambda: hard.hard_attention(S, -V_INF), r"values contains -inf"),
+    (lambda: hard.gumbel_softmax(S, tau=float("inf")), r"tau must be finite, got inf"),
+    (lambda: hard.gumbel_softmax_gradient(THETA, R, float("inf"), 10), r"tau must be finite"),
+]
+
+
+@pytest.mark.parametrize(("call", "match"), NOT_FINITE, ids=[m for _, m in NOT_FINITE])
+def test_inf_input_raises_a_clear_error(call, match):
+    with pytest.raises(ValueError, match=match):
         call()

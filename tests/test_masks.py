@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -242,3 +243,26 @@ BAD_INPUTS = [
 def test_bad_input_raises_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_global_tokens_must_be_int_positions():
+    """A float position was truncated (1.5 -> 1) and a bool taken as 0 or 1, silently."""
+    with pytest.raises(TypeError, match=r"global_tokens must hold ints \(positions\), got float "
+                                        r"1\.5 in \[0, 1\.5\]"):
+        global_mask(4, [0, 1.5])
+    with pytest.raises(TypeError, match=r"global_tokens must hold ints .*got bool True"):
+        bigbird_mask(4, 1, [True], 0)
+    with pytest.raises(TypeError, match=r"global_tokens must be a sequence of ints, got int"):
+        global_mask(4, 2)
+    expected = global_mask(5, [0, 3])
+    for tokens in (np.array([0, 3]), torch.tensor([0, 3]), range(0, 4, 3), (t for t in (0, 3))):
+        assert torch.equal(global_mask(5, tokens), expected)
+
+
+def test_generator_and_density_errors_name_what_was_passed():
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
+        random_mask(4, 2, generator=0)
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
+        bigbird_mask(4, 1, [0], 1, generator=0)
+    with pytest.raises(TypeError, match=r"mask must be a bool torch\.Tensor, got torch\.float32"):
+        density(torch.ones(3, 3))

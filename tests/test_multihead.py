@@ -154,3 +154,134 @@ def test_forward_bad_inputs():
         m(x, x, x, mask=torch.ones(LQ, LQ))
     with pytest.raises(TypeError, match="MultiheadAttention"):
         MultiHeadAttention.from_torch(m)
+
+
+# --------------------------------------------------------------------------- key padding mask
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_key_padding_mask_matches_torch_when_batch_equals_query_length(batch_first):
+    """B = Lq = 5: the case where a (B, Lk) mask passed as ``mask`` is silently read as
+    (Lq, Lk). torch's key_padding_mask means True = padding; ours True = real token."""
+    ref, mine = _pair(batch_first, seed=5)
+    n_b = n_q = 5
+    q, kv = _rand(n_b, n_q, D, seed=11), _rand(n_b, LK, D, seed=12)
+    keep = padding_mask([7, 2, 5, 1, 3], LK)
+    out, w = mine(q, kv, kv, key_padding_mask=keep)
+    ref_out, ref_w = _run_torch(ref, batch_first, q, kv, kv, key_padding_mask=~keep)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-10)
+    torch.testing.assert_close(w, ref_w, rtol=0, atol=1e-10)
+    # with an attention mask as well: both apply
+    causal = causal_mask(n_q, LK)
+    out, w = mine(q, kv, kv, mask=causal, key_padding_mask=keep)
+    ref_out, ref_w = _run_torch(ref, batch_first, q, kv, kv, attn_mask=~causal,
+                                key_padding_mask=~keep)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-10)
+    torch.testing.assert_close(w, ref_w, rtol=0, atol=1e-10)
+
+
+def test_key_padding_mask_unbatched_and_errors():
+    _, mine = _pair(True, seed=6)
+    q, kv = _rand(LQ, D, seed=13), _rand(LK, D, seed=14)
+    keep = padding_mask([4], LK)[0]
+    out, w = mine(q, kv, kv, key_padding_mask=keep)
+    expected = mine(q[None], kv[None], kv[None], key_padding_mask=keep[None])
+    torch.testing.assert_close(out, expected[0][0], rtol=0, atol=0)
+    assert (w[:, :, 4:] == 0).all()
+    qb, kvb = _rand(B, LQ, D, seed=15), _rand(B, LK, D, seed=16)
+    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, Lk\) = \(2, 7\) "
+                                         r"for query \(2, 5, 12\) and key \(2, 7, 12\), got \(7, 2\)"):
+        mine(qb, kvb, kvb, key_padding_mask=padding_mask([3, 4], LK).T)
+    with pytest.raises(TypeError, match=r"key_padding_mask must have dtype torch\.bool"):
+        mine(qb, kvb, kvb, key_padding_mask=padding_mask([3, 4], LK).float())
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+def test_from_torch_copies_dropout_and_matches_torch_in_train_and_eval_mode():
+    torch.manual_seed(7)
+    ref = nn.MultiheadAttention(D, H, dropout=0.3, batch_first=True, dtype=F64)
+    mine = MultiHeadAttention.from_torch(ref)
+    assert mine.dropout == 0.3 and mine.training
+    q, kv = _rand(B, LQ, D, seed=17), _rand(B, LK, D, seed=18)
+    # train mode: the same random numbers drop the same weights
+    torch.manual_seed(8)
+    ref_out, ref_w = _run_torch(ref, True, q, kv, kv)
+    torch.manual_seed(8)
+    out, w = mine(q, kv, kv)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-10)
+    torch.testing.assert_close(w, ref_w, rtol=0, atol=1e-10)
+    assert (w == 0).any()
+    # eval mode: no dropout, on both sides
+    ref.eval()
+    mine.eval()
+    out, w = mine(q, kv, kv)
+    ref_out, ref_w = _run_torch(ref, True, q, kv, kv)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-10)
+    torch.testing.assert_close(w.sum(-1), torch.ones(B, H, LQ, dtype=F64))
+    assert not MultiHeadAttention.from_torch(ref).training
+
+
+def test_dropout_statistics():
+    """Train mode: each weight is zeroed with probability p and the rest scaled by 1/(1-p),
+    so the weights are unchanged on average; eval mode and p = 0 change nothing."""
+    torch.manual_seed(9)
+    mine = MultiHeadAttention(D, H, dtype=F64, dropout=0.25)
+    q, kv = _rand(64, LQ, D, seed=19), _rand(64, LK, D, seed=20)
+    _, dropped = mine(q, kv, kv)
+    mine.eval()
+    _, clean = mine(q, kv, kv)
+    zero = dropped == 0
+    assert abs(zero.double().mean().item() - 0.25) < 0.02  # 13 440 weights: sd 0.004
+    torch.testing.assert_close(dropped[~zero], clean[~zero] / 0.75)
+    assert abs((dropped.mean(0) / clean.mean(0)).mean().item() - 1) < 0.02
+    with pytest.raises(ValueError, match=r"dropout must be a probability in \[0, 1\], got 1\.5"):
+        MultiHeadAttention(D, H, dropout=1.5)
+
+
+# --------------------------------------------------------------------------- real inputs
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_error_is_torchs(dtype):
+    """A float16/bfloat16 module against float64 on the same rounded weights and inputs:
+    within 1.5x the error of torch's own module in that dtype."""
+    for seed in range(4):
+        torch.manual_seed(seed)
+        ref64 = nn.MultiheadAttention(64, 4, batch_first=True, dtype=F64).eval()
+        with torch.no_grad():
+            ref64.in_proj_weight.mul_(3)  # scores of a few units, as in a trained model
+            for p in ref64.parameters():
+                p.copy_(p.to(dtype))  # exactly representable in dtype
+        ref = nn.MultiheadAttention(64, 4, batch_first=True, dtype=dtype).eval()
+        ref.load_state_dict({name: p.to(dtype) for name, p in ref64.state_dict().items()})
+        mine = MultiHeadAttention.from_torch(ref)
+        q, kv = _rand(2, 30, 64, seed=seed).to(dtype), _rand(2, 40, 64, seed=seed + 10).to(dtype)
+        expected = ref64(q.double(), kv.double(), kv.double(), need_weights=False)[0]
+        out, w = mine(q, kv, kv)
+        assert out.dtype == w.dtype == dtype
+        theirs = ref(q, kv, kv, need_weights=False)[0]
+        err = (out.double() - expected).abs().max().item()
+        err_torch = (theirs.double() - expected).abs().max().item()
+        assert err <= 1.5 * err_torch + 1e-3 * torch.finfo(dtype).eps, (seed, err, err_torch)
+
+
+def test_errors_name_the_arguments_as_passed():
+    """Not the internal (B, H, L, D/H) tensors: with one head, query (2, 1, 640) used to be
+    reported as q (2, 1, 1, 640)."""
+    m = MultiHeadAttention(640, 1)
+    x = torch.zeros(2, 1, 640)
+    with pytest.raises(ValueError, match=r"leading \(batch\) dimensions of query \(2, 1, 640\), "
+                                         r"key \(3, 1, 640\) and value \(3, 1, 640\)"):
+        m(x, torch.zeros(3, 1, 640), torch.zeros(3, 1, 640))
+    with pytest.raises(TypeError, match=r"query has dtype torch\.float64 but the module's "
+                                        r"parameters are torch\.float32"):
+        m(x.double(), x, x)
+    bad = x.clone()
+    bad[0, 0, 5] = float("inf")
+    with pytest.raises(ValueError, match=r"value contains \+inf \(shape \(2, 1, 640\)\)"):
+        m(x, x, bad)
+    with pytest.raises(ValueError, match=r"mask of shape \(3, 1, 1, 1\) is not broadcastable "
+                                         r"to \(B, H, Lq, Lk\) = \(2, 1, 1, 1\)"):
+        m(x, x, x, mask=torch.ones(3, 1, 1, 1, dtype=torch.bool))

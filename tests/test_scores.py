@@ -146,3 +146,67 @@ def test_bad_inputs_raise():
         scores.dot(q, bad)
     with pytest.raises(ValueError, match="do not broadcast"):
         scores.dot(_rand(2, 3, 4), _rand(3, 3, 4))
+
+
+# --------------------------------------------------------------------------- real inputs
+
+
+def _score_args(name, seed):
+    """q (2, 6, 16), k (2, 7, 16) and the function's parameters, float64."""
+    q, k = _rand(2, 6, 16, seed=seed), _rand(2, 7, 16, seed=seed + 1)
+    params = {
+        "general": (_rand(16, 16, seed=seed + 2) * 0.3,),
+        "additive": (_rand(16, 8, seed=seed + 3) * 0.3, _rand(16, 8, seed=seed + 4) * 0.3,
+                     _rand(8, seed=seed + 5)),
+        "concat": (_rand(32, 8, seed=seed + 6) * 0.3, _rand(8, seed=seed + 7)),
+        "cosine": (0.5,),
+    }[name]
+    return (q, k, *params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", ["general", "additive", "concat", "cosine"])
+def test_half_precision_scores_are_rounded_once(name, dtype):
+    """Computed in float32 and rounded once to the inputs' dtype: as close to the float64
+    scores of the same inputs as rounding them (before: 1.4-4x, intermediates in half)."""
+    fn = scores.SCORE_FUNCTIONS[name]
+    for seed in range(5):
+        args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in _score_args(name, seed)]
+        out = fn(*args)
+        assert out.dtype == dtype
+        ref = fn(*(a.double() if isinstance(a, torch.Tensor) else a for a in args))
+        rounding = (ref.to(dtype).double() - ref).abs().max().item()
+        assert (out.double() - ref).abs().max().item() <= 1.2 * rounding
+
+
+def test_half_precision_scaled_dot_scales_before_it_overflows():
+    """q = k = 40 * ones (d = 64): q·k = 102 400 overflows float16, q·k / 8 = 12 800 does not."""
+    q = torch.full((3, 64), 40.0, dtype=torch.float16)
+    assert torch.equal(scores.scaled_dot(q, q), torch.full((3, 3), 12800.0, dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"the dot scores of q and k overflow torch\.float16 "
+                                         r"\(largest \|score\| 1\.02e\+05"):
+        scores.dot(q, q)
+
+
+@pytest.mark.parametrize("size", [1e25, 1e-25, 1e-44])
+def test_cosine_of_huge_and_tiny_vectors(size):
+    """The norm of 1e25 * x overflows float32 (cosine 0 everywhere), that of 1e-25 * x
+    underflows (cosine clamped to ±1): the cosine does not depend on the scale."""
+    q, k = _rand(2, 5, 8, seed=20), _rand(2, 6, 8, seed=21)
+    expected = scores.cosine(q, k).float()
+    got = scores.cosine((q * size).float(), (k * size).float())
+    tol = 1e-6 if size > 1e-40 else 0.3  # 1e-44 is subnormal: about 2 significant bits
+    torch.testing.assert_close(got, expected, rtol=0, atol=tol)
+    assert torch.equal(scores.cosine(torch.zeros(1, 8), k.float()), torch.zeros(2, 1, 6))
+
+
+def test_inf_inputs_are_named():
+    q = _rand(2, 4)
+    bad = q.clone()
+    bad[1, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"k contains \+inf \(shape \(2, 4\)\)"):
+        scores.dot(q, bad)
+    with pytest.raises(ValueError, match=r"q contains -inf"):
+        scores.cosine(-bad, q)
+    with pytest.raises(ValueError, match=r"w contains \+inf"):
+        scores.general(q, q, bad.T @ bad)

@@ -45,7 +45,7 @@ def softmax(scores: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = Non
         has_neg_inf = False
     dim = _validate.dim("dim", scores, dim)
     if mask is not None:
-        _validate.bool_mask("mask", mask, tuple(scores.shape))
+        _validate.bool_mask("mask", mask, tuple(scores.shape), "the shape of scores")
         scores = scores.masked_fill(~mask, float("-inf"))
     elif not has_neg_inf:
         # finite scores: torch's fused softmax subtracts the slice's max first (stable)

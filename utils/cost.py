@@ -143,12 +143,17 @@ def entries(pattern: str, n: int, **params) -> int:
 def flops(n_entries: int, d_k: int, d_v: int | None = None) -> int:
     """Floating-point operations of the two matrix products for ``n_entries`` scores:
     ``2·d_k`` per score for ``Q Kᵀ`` and ``2·d_v`` per weight for ``A V`` (softmax not counted)."""
-    d_v = d_k if d_v is None else d_v
+    _int("n_entries", n_entries)
+    _int("d_k", d_k, minimum=1)
+    d_v = d_k if d_v is None else _int("d_v", d_v, minimum=1)
     return 2 * n_entries * (d_k + d_v)
 
 
 def score_bytes(n_entries: int, dtype: torch.dtype = torch.float32) -> int:
     """Bytes to hold ``n_entries`` scores (one matrix; the weights need as much again)."""
+    _int("n_entries", n_entries)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__} {dtype!r}")
     return n_entries * torch.empty((), dtype=dtype).element_size()
 
 
@@ -157,7 +162,8 @@ def score_bytes(n_entries: int, dtype: torch.dtype = torch.float32) -> int:
 
 def _check_square(mask: torch.Tensor) -> torch.Tensor:
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError("mask must be a bool torch.Tensor")
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool torch.Tensor, got {got}")
     if mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
         raise ValueError(f"mask must be square (N, N), got shape {tuple(mask.shape)}")
     # a token always keeps its own information (the residual connection)
@@ -284,6 +290,8 @@ def peak_memory(fn: Callable[[], object]) -> tuple[object, int]:
     the same on every machine. Not seen: scratch memory a single fused kernel allocates
     internally and frees before returning (small for PyTorch's CPU attention kernels).
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function of no arguments, got {type(fn).__name__}")
     mode = _TensorBytes()
     with mode:
         result = fn()

@@ -6,7 +6,8 @@ Patterns combine with ``|`` (union) and ``&`` (intersection), e.g.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -31,6 +32,35 @@ def _count(name: str, value, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _positions(name: str, values, n: int) -> torch.Tensor:
+    """A sequence of token positions in ``0..n-1`` as a long tensor."""
+    if isinstance(values, torch.Tensor) and values.dim() == 1:
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of ints, got {type(values).__name__}")
+    values, ints = list(values), []
+    for value in values:
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            ints.append(operator.index(value))  # int, numpy or 0-d integer tensor
+        except TypeError:
+            raise TypeError(f"{name} must hold ints (positions), got {type(value).__name__} "
+                            f"{value!r} in {list(values)!r}") from None
+    idx = torch.as_tensor(ints, dtype=torch.long)
+    if idx.numel() and ((idx < 0) | (idx >= n)).any():
+        raise ValueError(f"{name} must lie in 0..{n - 1}, got {idx.tolist()}")
+    return idx
+
+
+def _generator(generator) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    return generator
 
 
 def _offsets(n_q: int, n_k: int) -> torch.Tensor:
@@ -79,9 +109,7 @@ def sliding_window_mask(n: int, window: int, causal: bool = False) -> torch.Tens
 def global_mask(n: int, global_tokens: Sequence[int]) -> torch.Tensor:
     """The rows and columns of the listed positions are True (they see and are seen by all)."""
     _count("n", n, minimum=1)
-    idx = torch.as_tensor(list(global_tokens), dtype=torch.long)
-    if idx.numel() and ((idx < 0) | (idx >= n)).any():
-        raise ValueError(f"global_tokens must lie in 0..{n - 1}, got {idx.tolist()}")
+    idx = _positions("global_tokens", global_tokens, n)
     mask = torch.zeros(n, n, dtype=torch.bool)
     mask[idx, :] = True
     mask[:, idx] = True
@@ -141,7 +169,7 @@ def random_mask(n: int, n_random: int, generator: torch.Generator | None = None)
     _count("n_random", n_random)
     if n_random > n:
         raise ValueError(f"n_random={n_random} must be <= n={n}")
-    picks = torch.rand(n, n, generator=generator).argsort(dim=-1)[:, :n_random]
+    picks = torch.rand(n, n, generator=_generator(generator)).argsort(dim=-1)[:, :n_random]
     mask = torch.zeros(n, n, dtype=torch.bool)
     mask.scatter_(1, picks, True)
     return mask
@@ -165,5 +193,6 @@ def bigbird_mask(
 def density(mask: torch.Tensor) -> float:
     """Fraction of allowed entries, ``mask.sum() / mask.numel()``."""
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError("mask must be a bool torch.Tensor")
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool torch.Tensor, got {got}")
     return mask.sum().item() / max(mask.numel(), 1)
