@@ -1,10 +1,11 @@
 """The live deck (jupyterlab-slideshow) on a 1280×720 projector, walked as a presenter would.
 
-For every solution notebook: Run All, start the deck (it must open at the title, not on the
-last slide where Run All leaves the active cell), then press ArrowRight until the end. On
+For every solution notebook: Run All, start the deck with the toolbar's button (it must open
+at the title, not on the last slide where Run All leaves the active cell), then press Space
+(the next fragment, sub-slide or slide) until the end. On
 every slide the cells on screen fit the window without scrolling; every widget is fully
 visible and answers a key press in one of its controls; Escape then leaves the control and
-the deck goes on with the arrow keys (it neither stops nor stays stuck in the control).
+the arrow keys move the deck again (it neither stops nor stays stuck in the control).
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ def _fully_visible(box) -> bool:
             and box["x"] + box["width"] <= WIDTH + TOLERANCE)
 
 
+def _arrows_move_the_deck(nb) -> bool:
+    """→ (or, on the last slide, ←) moves to another slide, and the opposite key back."""
+    for there, back in (("ArrowRight", "ArrowLeft"), ("ArrowLeft", "ArrowRight")):
+        before = nb.page.evaluate(_ACTIVE_JS)
+        nb.page.keyboard.press(there)
+        if _moved_on(nb, before, timeout=2000):
+            moved = nb.page.evaluate(_ACTIVE_JS)
+            nb.page.keyboard.press(back)
+            return _moved_on(nb, moved)
+    return False
+
+
 def _moved_on(nb, before: int, timeout: float = 4000) -> bool:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -75,7 +88,7 @@ def test_deck_fits_the_projector_and_keeps_its_keys(lab, browser, path):
         n_cells = len(json.loads(path.read_text())["cells"])
         assert nb.page.evaluate(_ACTIVE_JS) == n_cells - 1, "Run All leaves the last cell active"
 
-        nb.command("deck:start")
+        nb.page.locator('.jp-NotebookPanel-toolbar [data-command="deck:toggle"]').click()
         nb.page.wait_for_selector(".jp-NotebookPanel.jp-Deck .jp-deck-mod-onscreen")
         nb.page.wait_for_function(f"() => ({_ACTIVE_JS})() === 0", timeout=5000)  # the title
         checked_slides, checked_widgets = set(), set()
@@ -112,14 +125,17 @@ def test_deck_fits_the_projector_and_keeps_its_keys(lab, browser, path):
                 if not left:
                     problems.append(f"slide {slide['title']!r}: Escape in the {answered} did not "
                                     "give the focus back to the deck (or stopped it)")
+                elif not _arrows_move_the_deck(nb):
+                    problems.append(f"slide {slide['title']!r}: after the {answered} the arrow "
+                                    "keys do not move the deck")
             before = slide["active"]
-            nb.page.keyboard.press("ArrowRight")
+            nb.page.keyboard.press("Space")
             if _moved_on(nb, before):
                 continue
-            nb.command("deck:forward")  # the end of the deck, or the keys are lost?
-            if _moved_on(nb, before, timeout=2000):
-                problems.append(f"slide {slide['title']!r}: ArrowRight did not move the deck, "
-                                "deck:forward did (the keys are lost)")
+            nb.command("deck:go", {"direction": "down", "alternate": "forward"})  # the end, or
+            if _moved_on(nb, before, timeout=2000):  # are the keys lost?
+                problems.append(f"slide {slide['title']!r}: Space did not move the deck, "
+                                "the deck's command did (the keys are lost)")
                 continue
             break
         assert nb.page.evaluate(_ACTIVE_JS) >= n_cells - 3, "the walk ended before the last slide"

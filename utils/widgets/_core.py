@@ -159,7 +159,9 @@ if (!window.courseExplorerKeys) {{
   }}, true);
   new MutationObserver(() => {{
     if (document.body.dataset.jpDeckMode !== "presenting") return;
-    const panel = document.activeElement?.closest?.(".jp-NotebookPanel");
+    const shown = [...document.querySelectorAll(".jp-NotebookPanel")].filter(p => p.checkVisibility());
+    const panel = document.activeElement?.closest?.(".jp-NotebookPanel") ??
+      (shown.length === 1 ? shown[0] : null);
     const cells = panel ? [...panel.querySelectorAll(".jp-Notebook .jp-Cell")] : [];
     const first = cells[0];
     if (cells.length > 1 && cells.at(-1).classList.contains("jp-mod-active") &&
