@@ -34,7 +34,7 @@ def softmax(scores: torch.Tensor, dim: int = -1, mask: torch.Tensor | None = Non
         Tensor of ``scores``' shape. Masked entries are exactly 0, and a slice
         whose entries are all masked is all zeros (not NaN).
     """
-    if not isinstance(scores, torch.Tensor) or scores.numel() == 0 or not torch.isfinite(scores.sum()):
+    if not isinstance(scores, torch.Tensor) or scores.numel() == 0 or not _validate.finite_sum(scores):
         # the full checks only when one cheap reduction says something is off
         _validate.tensor("scores", scores)
         if torch.isposinf(scores).any():
@@ -113,7 +113,7 @@ def _weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
     products overflow, the scores are computed shifted (:func:`_shifted_scores`).
     """
     scores = (q * scale) @ k.transpose(-2, -1)  # scaling q costs N·d, not N²
-    finite = bool(torch.isfinite(scores.detach().sum()))
+    finite = _validate.finite_sum(scores)
     if not finite and not torch.isfinite(scores).all():
         return softmax(_shifted_scores(q, k, scale, mask), dim=-1)
     return _normalise_in_place(scores, mask, finite)
@@ -141,11 +141,16 @@ def _attend(q, k, v, mask, scale, dtype, dropout: float = 0.0):
     probability ``dropout``, the rest scaled by ``1 / (1 - dropout)``) before they weight the
     values, and those are the weights returned, as in ``torch.nn.MultiheadAttention``."""
     work = _work_dtype(dtype)
-    q, k, v = q.to(work), k.to(work), v.to(work)
+    q, k, v = _as(q, work), _as(k, work), _as(v, work)
     weights = _weights(q, k, mask, scale)
     if dropout > 0:
         weights = torch.nn.functional.dropout(weights, dropout)
-    return (weights @ v).to(dtype), weights.to(dtype)
+    return _as(weights @ v, dtype), _as(weights, dtype)
+
+
+def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x.to(dtype)``, without even the call when it is already in it (the common case)."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 def _shape(name: str, x: torch.Tensor) -> str:
@@ -202,8 +207,8 @@ def scaled_dot_product_attention(
 def _project(x: torch.Tensor, w: torch.Tensor, x_name: str, w_name: str,
              work: torch.dtype) -> torch.Tensor:
     """``x @ w`` in the work dtype; a ValueError naming both if it overflows."""
-    y = x.to(work) @ w.to(work)
-    if not torch.isfinite(y.detach().sum()):
+    y = _as(x, work) @ _as(w, work)
+    if not _validate.finite_sum(y):
         _validate.not_finite(
             f"{x_name} @ {w_name}", y,
             f"{x_name} {tuple(x.shape)} and {w_name} {tuple(w.shape)} are too large for {work}")

@@ -325,7 +325,7 @@ def gumbel_softmax_gradient(logits, f, tau: float, n_samples: int, generator=Non
     y = _soft_sample(theta.expand(n_samples, k), tau, _generator(generator), -1)
     work = _tau_dtype(theta.dtype, tau)
     estimates = (_softmax_vjp(y.to(work), _reward_grad(f, y).to(work)) / tau).to(theta.dtype)
-    if not torch.isfinite(estimates.sum()):
+    if not _validate.finite_sum(estimates):
         raise ValueError(
             f"tau={tau!r} is too small for {theta.dtype}: the estimates (of size up to |f|/tau) "
             "overflow; use a larger tau or float64 logits"

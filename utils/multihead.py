@@ -166,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         k = split_heads(self.w_k(key), self.n_heads)  # (B, H, Lk, Dh)
         v = split_heads(self.w_v(value), self.n_heads)  # (B, H, Lk, Dh)
         for name, x in (("query", q), ("key", k), ("value", v)):
-            if not torch.isfinite(x.detach().sum()):
+            if not _validate.finite_sum(x):
                 _validate.not_finite(f"the projected {name}", x,
                                      f"{name} or its projection are too large for {x.dtype}")
         dropout = self.dropout if self.training else 0.0

@@ -73,13 +73,13 @@ def _work(*xs: torch.Tensor) -> tuple[torch.dtype, list[torch.Tensor]]:
     for x in xs[1:]:
         dtype = torch.promote_types(dtype, x.dtype)
     work = torch.promote_types(dtype, torch.float32)
-    return dtype, [x.to(work) for x in xs]
+    return dtype, [x if x.dtype == work else x.to(work) for x in xs]
 
 
 def _finish(scores: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
     """``scores`` in ``dtype``; a ValueError if they overflow it (finite inputs, too large)."""
-    out = scores.to(dtype)
-    if not torch.isfinite(out.detach().sum()) and not torch.isfinite(out).all():
+    out = scores if scores.dtype == dtype else scores.to(dtype)
+    if not _validate.finite_sum(out) and not torch.isfinite(out).all():
         largest = scores.detach().abs().max().item()
         raise ValueError(
             f"the {name} scores of q and k overflow {dtype} (largest |score| {largest:.3g}, "
