@@ -216,3 +216,36 @@ def test_the_left_padded_case_really_has_fully_masked_rows():
     result = PADDED_BUGS["nan_fully_masked"](torch.zeros(2, 5, 5, dtype=torch.float64),
                                              torch.arange(5)[None, :] >= torch.tensor([[0], [2]]))
     assert torch.isnan(result).any()
+
+
+# --------------------------------------------------------------------------- near misses
+
+
+@pytest.mark.parametrize("check, fn", [
+    (ex.check_causal_mask, lambda n: ones(n, n).tril(1)),  # one diagonal too many
+    (ex.check_causal_mask_kv, lambda n_q, n_k: ones(n_q, n_k).tril(n_k - n_q + 1)),
+    (ex.check_causal_attention, variant(lambda n: ones(n, n).tril(1))),
+])
+def test_causal_near_misses_are_values(check, fn):
+    result = check(fn)
+    assert result.diagnosis == "values" and "first at index" in result.message
+
+
+def test_causal_attention_in_place_masked_fill_is_named():
+    def in_place(q, k, v):
+        n = q.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        scores.masked_fill_(~ones(n, n).tril(), float("-inf"))  # a new tensor: fine
+        q.mul_(1.0)  # the input itself, unchanged values: fine too
+        w = torch.softmax(scores, dim=-1)
+        return w @ v, w
+
+    assert ex.check_causal_attention(in_place)
+
+    def scales_q(q, k, v):
+        q /= math.sqrt(q.shape[-1])
+        n = q.shape[-2]
+        w = torch.softmax((q @ k.mT).masked_fill(~ones(n, n).tril(), float("-inf")), dim=-1)
+        return w @ v, w
+
+    assert ex.check_causal_attention(scales_q).diagnosis == "mutated_input"

@@ -174,3 +174,37 @@ def test_alignment_accepts_correct_answers():
 def test_alignment_diagnoses_each_bug(key, fn):
     result = ch.check_alignment(fn)
     assert result.status == "fail" and result.diagnosis == key
+
+
+# ---------------------------------------------------------------- near misses
+
+
+def test_cross_attention_near_misses_are_values():
+    # scaled by √d_v instead of √d_k: no known bug
+    def sqrt_dv(x_dec, x_enc, w_q, w_k, w_v):
+        q, k, v = x_dec @ w_q, x_enc @ w_k, x_enc @ w_v
+        w = torch.softmax(q @ k.mT / math.sqrt(v.shape[-1]), dim=-1)
+        return w @ v, w
+
+    assert ch.check_cross_attention(sqrt_dv).diagnosis == "values"
+
+
+def test_padded_attention_near_misses_are_values():
+    # two padded keys let through (not the known `<=` off-by-one)
+    result = ch.check_padded_attention(ch._padded_variant(keep_of=lambda pos, n: pos < n + 2))
+    assert result.diagnosis == "values" and "first at index" in result.message
+
+
+def test_padded_attention_in_place_scale_is_named():
+    def in_place(q, k, v, lengths):
+        q /= math.sqrt(q.shape[-1])  # scales the caller's q
+        keep = (torch.arange(k.shape[-2])[None, :] < lengths[:, None])[:, None, :]
+        return attention.scaled_dot_product_attention(q, k, v, mask=keep, scale=1.0)
+
+    result = ch.check_padded_attention(in_place)
+    assert result.diagnosis == "mutated_input" and "`q`" in result.message
+
+
+def test_alignment_as_int32_or_list_fails():
+    assert ch.check_alignment(lambda w: w.argmax(-1).int()).diagnosis == "wrong_dtype"
+    assert ch.check_alignment(lambda w: w.argmax(-1).tolist()).diagnosis == "wrong_type"

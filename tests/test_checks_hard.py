@@ -209,3 +209,48 @@ def test_topk_wrong_shape_is_named():
 def test_messages_are_printed(capsys):
     ch.check_topk_attention(ch._topk_variant("bottom_k"))
     assert "smallest" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+
+def test_gumbel_overflow_at_small_tau_never_passes():
+    """exp((logits + g) / τ) / Σ overflows at τ = 0.01 (inf / inf = NaN): today's ✅ is a ❌."""
+
+    def overflow(logits, tau, generator=None):
+        u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
+        e = ((logits - torch.log(-torch.log(u))) / tau).exp()
+        return e / e.sum(-1, keepdim=True)
+
+    result = ch.check_gumbel_softmax(overflow, verbose=False)
+    assert_diagnosis(result, "nan")
+    assert "τ = 0.01" in result.message
+
+
+def test_reinforce_with_equal_rewards_gives_exactly_zero():
+    assert (reinforce_ok(ch.RF_LOGITS, ch.RF_EQUAL_REWARDS, 5, torch.Generator()) == 0).all()
+
+    def divided_by_n(logits, rewards, n_samples, generator=None):
+        """Unbiased and lower variance, but the baseline is the others' sum / n, not / (n - 1)."""
+        alpha = torch.softmax(logits, -1)
+        i = torch.multinomial(alpha, n_samples, replacement=True, generator=generator)
+        r = rewards[i]
+        onehot = torch.nn.functional.one_hot(i, len(logits)).to(logits.dtype)
+        return (r - (r.sum() - r) / n_samples)[:, None] * (onehot - alpha)
+
+    assert_diagnosis(ch.check_reinforce(divided_by_n, verbose=False), "equal_rewards_not_zero")
+
+
+def test_hard_attention_index_dtype_and_nan_context():
+    def int32_index(scores, values, generator=None):
+        context, index = hard_ok(scores, values, generator)
+        return context, index.int()
+
+    assert_diagnosis(ch.check_hard_attention(int32_index, verbose=False), "wrong_dtype")
+
+    def changes_scores(scores, values, generator=None):
+        out = hard_ok(scores.clone(), values, generator)
+        scores -= scores.amax(-1, keepdim=True)
+        return out
+
+    assert_diagnosis(ch.check_hard_attention(changes_scores, verbose=False), "mutated_input")

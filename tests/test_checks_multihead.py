@@ -198,3 +198,24 @@ def test_count_parameters_passes_and_agrees_with_torch():
         assert ch.count_parameters(12, 3, bias) == sum(p.numel() for p in m.parameters())
     r = ch.check_count_parameters(lambda d, h, bias=True: 7)
     assert r.diagnosis == "values" and "expected 624" in r.message
+
+
+# --- near misses --------------------------------------------------------------------------
+
+def test_multi_head_near_misses_are_values():
+    def scale_by_d_head(x, w_q, w_k, w_v, w_o, n_heads):  # d_head, not its square root
+        q, k, v = (split_heads(x @ w, n_heads) for w in (w_q, w_k, w_v))
+        weights = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], dim=-1)
+        return merge_heads(weights @ v) @ w_o, weights
+
+    assert ch.check_multi_head_attention(scale_by_d_head).diagnosis == "values"
+    # three of the four biases
+    r = ch.check_count_parameters(lambda d, h, bias=True: 4 * d * d + (3 * d if bias else 0))
+    assert r.diagnosis == "values" and "returned 612, expected 624" in r.message
+
+
+def test_count_parameters_as_float_or_tensor_is_named():
+    r = ch.check_count_parameters(lambda d, h, bias=True: float(count_ok(d, h, bias)))
+    assert r.diagnosis == "wrong_type" and "Python int" in r.message
+    r = ch.check_count_parameters(lambda d, h, bias=True: torch.tensor(count_ok(d, h, bias)))
+    assert r.diagnosis == "wrong_type" and "`int(...)`" in r.message

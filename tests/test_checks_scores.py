@@ -237,3 +237,27 @@ def test_check_prints_one_line(capsys):
     checks.check_score_variance(variance_ok)
     out = capsys.readouterr().out
     assert out.startswith("✅") and out.count("\n") == 1
+
+
+def test_variance_bug_drawn_in_one_stacked_call_is_still_named():
+    def scaled_stacked(d_k, n_samples, generator=None):
+        q, k = torch.randn(2, n_samples, d_k, generator=generator, dtype=torch.float64)
+        return ((q * k).sum(-1) / math.sqrt(d_k)).var().item()
+
+    assert checks.check_score_variance(scaled_stacked).diagnosis == "scaled"
+
+
+def test_variance_correct_but_drawn_differently_passes():
+    def interleaved(d_k, n_samples, generator=None):
+        qk = torch.randn(n_samples, 2, d_k, generator=generator, dtype=torch.float64)
+        return (qk[:, 0] * qk[:, 1]).sum(-1).var(unbiased=False).item()
+
+    assert checks.check_score_variance(interleaved)
+
+
+def test_additive_and_general_near_misses_are_values():
+    sigmoid = lambda q, k, w_q, w_k, v: torch.sigmoid(  # noqa: E731
+        (q @ w_q).unsqueeze(-2) + (k @ w_k).unsqueeze(-3)) @ v
+    assert checks.check_additive_scores(sigmoid).diagnosis == "values"
+    symmetrised = lambda q, k, w: q @ ((w + w.mT) / 2) @ k.mT  # noqa: E731
+    assert checks.check_general_scores(symmetrised).diagnosis == "values"

@@ -81,3 +81,46 @@ def test_check_result_displays_nothing_and_is_truthy_only_on_pass():
     passed = checks.check_softmax(lambda s, dim=-1: torch.softmax(s, dim=dim))
     assert bool(passed) and passed._ipython_display_() is None
     assert not checks.check_softmax(_stub)
+
+
+# --------------------------------------------------------------------------- near misses
+
+
+@pytest.mark.parametrize("fn", [
+    # scaled by √d_v (= 4) instead of √d_k (= 3): no known bug, the values differ
+    lambda x, wq, wk, wv: (lambda q, k, v: (
+        torch.softmax(q @ k.mT / math.sqrt(v.shape[-1]), -1) @ v,
+        torch.softmax(q @ k.mT / math.sqrt(v.shape[-1]), -1)))(x @ wq, x @ wk, x @ wv),
+    # the right weights, but the output adds x (a residual the exercise does not ask for)
+    lambda x, wq, wk, wv: (lambda o, w: (o + x @ wv, w))(*_attention()(x, wq, wk, wv)),
+])
+def test_self_attention_near_misses_are_not_another_bug(fn):
+    result = checks.check_self_attention(fn)
+    assert result.diagnosis == "values" and "first at index" in result.message
+
+
+def test_softmax_near_misses_and_global_max():
+    global_max = lambda s, dim=-1: (s - s.max()).exp() / (s - s.max()).exp().sum(dim, True)  # noqa: E731
+    assert checks.check_softmax(global_max).diagnosis == "global_max"
+    ignores_dim = lambda s, dim=-1: torch.softmax(s, dim=-1)  # noqa: E731
+    assert checks.check_softmax(ignores_dim).diagnosis == "ignores_dim"
+    # a temperature of 2 (no known bug): values
+    assert checks.check_softmax(lambda s, dim=-1: torch.softmax(s / 2, dim)).diagnosis == "values"
+
+
+def test_in_place_softmax_is_named_not_blamed_on_another_bug():
+    def in_place(scores, dim=-1):
+        scores -= scores.amax(dim=dim, keepdim=True)  # the right values, the input changed
+        e = scores.exp()
+        return e / e.sum(dim=dim, keepdim=True)
+
+    result = checks.check_softmax(in_place)
+    assert result.diagnosis == "mutated_input" and "`scores`" in result.message
+
+
+def test_permutation_check_with_a_tensor_answer_is_named_not_a_crash():
+    def elementwise(attn, x, perm):
+        return attn(x[perm]) == attn(x)[perm]  # a bool tensor, not one answer
+
+    result = checks.check_permutation_check(elementwise)
+    assert result.diagnosis == "wrong_type" and "Python bool" in result.message

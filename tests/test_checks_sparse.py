@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from utils import attention
 from utils.checks import sparse as ex
 from utils.masks import sliding_window_mask
 
@@ -181,3 +182,83 @@ def test_blockwise_diagnoses(key, buggy):
 
 def test_blockwise_not_attempted():
     assert ex.check_blockwise_attention(_not_attempted).status == "not attempted"
+
+
+# --------------------------------------------------------------------------- near misses, generator
+
+
+def test_sliding_window_two_too_wide_is_values_with_the_pair_count():
+    result = ex.check_sliding_window_mask(band(lambda d, w: d.abs() <= w + 2))
+    assert result.diagnosis == "values" and "allows 52 pairs" in result.message
+
+
+@pytest.mark.parametrize("extra", [1, -1])
+def test_blockwise_window_one_off_is_values_not_another_bug(extra):
+    def off(q, k, v, window, block):
+        mask = sliding_window_mask(q.shape[-2], max(window + extra, 0))
+        return attention.scaled_dot_product_attention(q, k, v, mask=mask)[0]
+
+    result = ex.check_blockwise_attention(off)
+    assert result.diagnosis == "values" and "first at index" in result.message
+
+
+def test_bigbird_must_draw_from_the_generator():
+    def global_rng(n, w, g, r, generator=None):
+        return ex.reference_bigbird_mask(n, w, g, r)  # ignores the generator passed
+
+    assert ex.check_bigbird_mask(global_rng).diagnosis == "ignores_generator"
+
+    def own_seed(n, w, g, r, generator=None):  # a generator, but always the same seed
+        return ex.reference_bigbird_mask(n, w, g, r, generator=torch.Generator().manual_seed(0))
+
+    assert ex.check_bigbird_mask(own_seed).diagnosis == "not_random"
+
+
+def test_bigbird_random_keys_must_be_uniform():
+    def nearest_unseen(n, w, global_tokens, n_random, generator=None):
+        """Random, distinct, the right count, but biased: from the 2·n_random nearest unseen."""
+        mask = sliding_window_mask(n, w)
+        mask[global_tokens, :] = True
+        mask[:, global_tokens] = True
+        for q in range(n):
+            if q in global_tokens:
+                continue
+            unseen = (~mask[q]).nonzero().flatten()
+            near = unseen[(unseen - q).abs().argsort()[:2 * n_random]]
+            mask[q, near[torch.randperm(len(near), generator=generator)[:n_random]]] = True
+        return mask
+
+    result = ex.check_bigbird_mask(nearest_unseen)
+    assert result.diagnosis == "not_uniform", result.message
+
+
+def test_bigbird_global_tokens_changed_in_place_is_named():
+    def sorts(n, w, global_tokens, n_random, generator=None):
+        global_tokens.append(global_tokens[0])
+        return ex.reference_bigbird_mask(n, w, global_tokens, n_random, generator=generator)
+
+    result = ex.check_bigbird_mask(sorts)
+    assert result.diagnosis == "mutated_input" and "`global_tokens`" in result.message
+
+
+def test_bigbird_correct_answers_from_other_random_streams_pass():
+    """The uniformity test must not fail a correct answer by bad luck: five other streams."""
+    for skip in range(1, 6):
+        def shifted(n, w, g, r, generator=None, skip=skip):
+            torch.rand(skip, generator=generator)
+            return ex.reference_bigbird_mask(n, w, g, r, generator=generator)
+
+        assert ex.check_bigbird_mask(shifted).status == "pass"
+
+    def multinomial(n, w, global_tokens, n_random, generator=None):
+        mask = sliding_window_mask(n, w)
+        mask[global_tokens, :] = True
+        mask[:, global_tokens] = True
+        for q in range(n):
+            if q not in global_tokens:
+                unseen = (~mask[q]).nonzero().flatten()
+                pick = torch.multinomial(torch.ones(len(unseen)), n_random, generator=generator)
+                mask[q, unseen[pick]] = True
+        return mask
+
+    assert ex.check_bigbird_mask(multinomial).status == "pass"

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
 import inspect
 import math
 import os
@@ -244,10 +245,12 @@ def _changed(original, now) -> bool:
         if now.dtype != original.dtype:
             return True
         a, b = original.detach(), now.detach()
-        if a.is_floating_point() or a.is_complex():
-            return not torch.equal(torch.nan_to_num(a, nan=0.5), torch.nan_to_num(b, nan=0.5)) \
-                or not torch.equal(a.isnan(), b.isnan())
-        return not torch.equal(a, b)
+        if torch.equal(a, b):
+            return False
+        if a.is_floating_point() or a.is_complex():  # NaN == NaN here
+            return not (torch.equal(a.isnan(), b.isnan())
+                        and torch.equal(torch.nan_to_num(a, nan=0.5), torch.nan_to_num(b, nan=0.5)))
+        return True
     if isinstance(original, list | tuple):
         return (not isinstance(now, type(original)) or len(now) != len(original)
                 or any(_changed(a, b) for a, b in zip(original, now, strict=True)))
@@ -264,15 +267,29 @@ def _changed(original, now) -> bool:
     return False  # functions, generators (drawing from a generator is its use), other objects
 
 
+@functools.lru_cache(maxsize=512)
+def _signature(fn: Callable) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
 def _bind(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
     """``(parameter name, value)`` for each argument, named as in ``fn``'s signature."""
     try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-    except (TypeError, ValueError):
+        signature = _signature(fn)
+    except TypeError:  # an unhashable callable
+        signature = None
+    try:
+        if signature is None:
+            raise TypeError
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
         return [(f"argument {i + 1}", a) for i, a in enumerate(args)] + list(kwargs.items())
     named = []
     for name, value in bound.arguments.items():
-        kind = inspect.signature(fn).parameters[name].kind
+        kind = signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
             named += [(f"{name}[{i}]", v) for i, v in enumerate(value)]
         elif kind is inspect.Parameter.VAR_KEYWORD:
@@ -403,9 +420,12 @@ def _invoke(fn: Callable, args: tuple, kwargs: dict, forbid: Sequence = (),
             return _Call(error=err, line=_student_line(fn, err), used=list(used))
         except Exception as err:  # recorded, not raised: it is part of the behaviour
             return _Call(error=err, line=_student_line(fn, err), used=list(used))
-    original, now = _bind(fn, args, kwargs), _bind(fn, c_args, c_kwargs)
-    mutated = [(name, isinstance(a, torch.Tensor))
-               for (name, a), (_, b) in zip(original, now, strict=True) if _changed(a, b)]
+    mutated = []
+    if any(_changed(a, b) for a, b in zip(args, c_args, strict=True)) or any(
+            _changed(kwargs[k], c_kwargs[k]) for k in kwargs):  # then name them
+        original, now = _bind(fn, args, kwargs), _bind(fn, c_args, c_kwargs)
+        mutated = [(name, isinstance(a, torch.Tensor))
+                   for (name, a), (_, b) in zip(original, now, strict=True) if _changed(a, b)]
     return _Call(output=output, mutated=mutated, used=list(used))
 
 
@@ -790,9 +810,8 @@ def call_student(fn: Callable, *args, **kwargs):
     ("used_library"); a stub ends the check as "not attempted".
     """
     call = _invoke(fn, args, kwargs, _FORBID.get(), generators=False)
-    problem = _call_problem(call, _describe(fn, Case(args, kwargs)))
-    if problem is not None:
-        raise CheckFailed(*problem)
+    if call.used or call.error is not None or call.mutated:
+        raise CheckFailed(*_call_problem(call, _describe(fn, Case(args, kwargs))))
     return call.output
 
 

@@ -261,7 +261,7 @@ def check_score_variance(fn, dims: tuple[int, ...] = (1, 16, 256), n_samples: in
         measured = [_measure(fn, d, n_samples, torch.Generator().manual_seed(100 + i))
                     for i, d in enumerate(dims)]
         shown = ", ".join(f"d_k={d}: {m:.3g}" for d, m in zip(dims, measured, strict=True))
-        expect_generator(lambda g: _measure(fn, dims[1], n_samples, g), seed=100,
+        expect_generator(lambda g: _measure(fn, dims[1], 200, g), seed=100,
                         not_random="your result is the same for every generator seed: measure "
                         "it on q, k drawn with torch.randn(..., generator=generator).")
 
@@ -269,7 +269,9 @@ def check_score_variance(fn, dims: tuple[int, ...] = (1, 16, 256), n_samples: in
             return all(abs(m - expected(d)) <= rtol * expected(d)
                        for d, m in zip(dims, measured, strict=True))
 
-        exact, key = _exact_match(measured, dims, n_samples)
+        # the first two sizes identify the computation (d_k = 1 alone cannot: there a sum and
+        # a mean, scaled and unscaled, are the same); the largest would only cost time
+        exact, key = _exact_match(measured[:2], dims[:2], n_samples)
         if exact and key is not None:
             raise CheckFailed(key, f"{_VARIANCE_HINTS[key]} (measured {shown})")
         if exact or close(lambda d: float(d)):
