@@ -35,6 +35,8 @@ def test_the_language():
     assert language.follows_grammar(random).float().mean() < 0.01
     assert language.decode([0, 4, 11]) == "ba ka tu"
     assert language.decode(torch.tensor([1, 2])) == "di fo"
+    # ka (4) allows ra or fo two places later, not le; di (1) allows mi or tu
+    assert language.decode([0, 4, 1, 5, 11], mark=True) == "ba ka di [le] tu"
 
 
 def test_bad_inputs_are_named():
@@ -129,6 +131,7 @@ def runs():
                 "last": losses[-1].item(),
                 "previous": language.weight_on_offset(weights, -1),
                 "next": language.weight_on_offset(weights, 1),
+                "top weight": weights.amax(dim=-1).mean(dim=(0, 1)),
                 "grammar": language.follows_grammar(full).float().mean().item(),
                 "same words": torch.equal(full, cached),
                 "logit gap": (logits_full - logits_cached).abs().max().item(),
@@ -153,6 +156,8 @@ def test_without_the_mask_it_copies_and_cannot_generate(runs, seed):
     assert m["in input"] < 0.1, m  # about 0 wherever the next word is in the input
     assert m["last"] > language.FLOOR, m  # and worse than honest where it is not
     assert m["next"] > 0.8, m  # position i reads key i + 1, the answer
+    top = m["top weight"]  # the last query, which has no key i + 1, spreads its weight
+    assert top[-1] < top[1:-1].mean(), m
     assert m["grammar"] <= 0.2, m  # its sentences break the grammar
 
 

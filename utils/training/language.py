@@ -116,10 +116,16 @@ def follows_grammar(tokens: torch.Tensor) -> torch.Tensor:
     return _ALLOWED[tokens[:, :-2], tokens[:, 2:]].all(dim=-1)
 
 
-def decode(tokens: Sequence[int] | torch.Tensor) -> str:
-    """One sentence's token ids as words: ``"ba ka di ..."``."""
+def decode(tokens: Sequence[int] | torch.Tensor, mark: bool = False) -> str:
+    """One sentence's token ids as words: ``"ba ka di ..."``. With ``mark=True`` a word that
+    breaks the grammar (not allowed after the word two places before it) is shown ``[like]
+    this``."""
     ids = tokens.tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
-    return " ".join(WORDS[i] for i in ids)
+    words = [WORDS[i] for i in ids]
+    if mark:
+        words = [f"[{w}]" if i >= FREE and not _ALLOWED[ids[i - 2], ids[i]] else w
+                 for i, w in enumerate(words)]
+    return " ".join(words)
 
 
 def _check_tokens(name: str, tokens) -> None:
