@@ -315,3 +315,16 @@ def test_guarded_restores_grad_mode_and_default_dtype():
         torch.set_grad_enabled(False)
         torch.set_default_dtype(torch.float64)
     assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+
+
+def test_lists_and_dicts_are_compared_item_by_item():
+    def stats(x):
+        return {"mean": x.mean(), "parts": [x[:2], 2 * x]}
+
+    case = [Case((_x(4),))]
+    assert run_check("stats", stats, stats, case, verbose=False)
+    wrong = run_check("stats", lambda x: {"mean": x.mean(), "parts": [x[:2], 3 * x]}, stats, case,
+                      verbose=False)
+    assert wrong.diagnosis == "values" and "your output['parts'][1]" in wrong.message
+    keys = run_check("stats", lambda x: {"mean": x.mean()}, stats, case, verbose=False)
+    assert keys.diagnosis == "wrong_type" and "keys" in keys.message

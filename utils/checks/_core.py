@@ -603,6 +603,24 @@ def _single_problem(got, want, subject: str, atol: float, rtol: float) -> tuple[
         return _tensor_problem(got, want, subject, atol, rtol)
     if isinstance(want, bool | int | float):
         return _scalar_problem(got, want, subject, atol, rtol)
+    if isinstance(want, list | tuple | dict):  # nested: each item compared in turn
+        if got is None:
+            return "no_return", f"{subject} is None."
+        if isinstance(want, dict):
+            if not isinstance(got, dict) or set(got) != set(want):
+                keys = sorted(map(str, want))
+                return "wrong_type", f"{subject} must be a dict with the keys {keys}."
+            items = [(f"{subject}[{k!r}]", got[k], w) for k, w in want.items()]
+        else:
+            if not isinstance(got, list | tuple) or len(got) != len(want):
+                return "wrong_type", f"{subject} must be a list of {len(want)} values."
+            items = [(f"{subject}[{i}]", g, w) for i, (g, w) in enumerate(zip(got, want,
+                                                                                strict=True))]
+        for where, g, w in items:
+            problem = _single_problem(g, w, where, atol, rtol)
+            if problem is not None:
+                return problem
+        return None
     try:
         equal = bool(got == want)
     except Exception:  # e.g. a tensor compared with a string
@@ -617,6 +635,9 @@ def _fingerprint(got, want, atol: float, rtol: float) -> bool:
     if isinstance(want, tuple | list):
         return (isinstance(got, tuple | list) and len(got) == len(want)
                 and all(_fingerprint(g, w, atol, rtol) for g, w in zip(got, want, strict=True)))
+    if isinstance(want, dict):
+        return (isinstance(got, dict) and set(got) == set(want)
+                and all(_fingerprint(got[k], want[k], atol, rtol) for k in want))
     if isinstance(want, torch.Tensor):
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             return False
@@ -641,6 +662,8 @@ def _identical(a, b) -> bool:
     if isinstance(a, tuple | list):
         return (isinstance(b, tuple | list) and len(a) == len(b)
                 and all(_identical(x, y) for x, y in zip(a, b, strict=True)))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(_identical(a[k], b[k]) for k in a)
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and not _changed(a, b)
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
