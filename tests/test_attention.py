@@ -666,6 +666,9 @@ INF_INPUTS = [
      r"x @ w_q contains .*inf.*too large for torch\.float32"),
     ("inf scale", lambda: scaled_dot_product_attention(Q, K, V, scale=math.inf),
      r"scale must be finite"),
+    # not an inf, but also named as passed: was "q (2, 4, 3), k (3, 4, 3)", the projections
+    ("cross batch", lambda: cross_attention(X.expand(2, 4, 6), X.expand(3, 4, 6), W, W, W),
+     r"leading \(batch\) dimensions of x_dec \(2, 4, 6\) and x_enc \(3, 4, 6\)"),
 ]
 
 

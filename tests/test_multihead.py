@@ -282,6 +282,13 @@ def test_errors_name_the_arguments_as_passed():
     bad[0, 0, 5] = float("inf")
     with pytest.raises(ValueError, match=r"value contains \+inf \(shape \(2, 1, 640\)\)"):
         m(x, x, bad)
+    half = MultiHeadAttention(8, 2, dtype=torch.float16)
+    big = torch.full((1, 3, 8), 6e4, dtype=torch.float16)
+    with torch.no_grad():
+        half.w_k.weight.fill_(1.0)  # key @ w_k.T = 4.8e5 > 65 504
+    with pytest.raises(ValueError, match=r"w_k\(key\) contains \+inf \(shape \(1, 3, 8\)\); key "
+                                         r"is too large for w_k in torch\.float16"):
+        half(big / 1e4, big, big / 1e4)
     with pytest.raises(ValueError, match=r"mask of shape \(3, 1, 1, 1\) is not broadcastable "
                                          r"to \(B, H, Lq, Lk\) = \(2, 1, 1, 1\)"):
         m(x, x, x, mask=torch.ones(3, 1, 1, 1, dtype=torch.bool))

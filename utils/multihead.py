@@ -162,13 +162,17 @@ class MultiHeadAttention(nn.Module):
                 f"query {tuple(query.shape)} and key {tuple(key.shape)}",
             ).unsqueeze(-3)  # (B, 1, 1, Lk): the same for every head and query
             mask = keep if mask is None else mask & keep
-        q = split_heads(self.w_q(query), self.n_heads)  # (B, H, Lq, Dh)
-        k = split_heads(self.w_k(key), self.n_heads)  # (B, H, Lk, Dh)
-        v = split_heads(self.w_v(value), self.n_heads)  # (B, H, Lk, Dh)
-        for name, x in (("query", q), ("key", k), ("value", v)):
-            if not _validate.finite_sum(x):
-                _validate.not_finite(f"the projected {name}", x,
-                                     f"{name} or its projection are too large for {x.dtype}")
+        projected = []
+        for name, layer, x in (("query", "w_q", query), ("key", "w_k", key),
+                               ("value", "w_v", value)):
+            y = getattr(self, layer)(x)
+            if not _validate.finite_sum(y):
+                _validate.not_finite(
+                    f"{layer}({name})", y,
+                    f"{name} is too large for {layer} in {y.dtype}, or {layer}'s parameters "
+                    "are not finite")
+            projected.append(split_heads(y, self.n_heads))  # (B, H, L, Dh)
+        q, k, v = projected
         dropout = self.dropout if self.training else 0.0
         out, weights = _attend(q, k, v, mask, 1.0 / math.sqrt(self.d_head), q.dtype, dropout)
         return self.w_o(merge_heads(out)), weights
