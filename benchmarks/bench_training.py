@@ -53,6 +53,15 @@ def bench_language() -> None:
     _report("ch4 language, no mask (as in the notebook)", lambda: language.fit(False, seed=0))
 
 
+def bench_heads() -> None:
+    """Chapter 3: heads learn previous word and first word (``utils.training.heads``)."""
+    from utils.training import heads
+
+    for n_heads in (1, 2, 4):
+        _report(f"ch3 heads, H = {n_heads}, {heads.STEPS} steps (as in the notebook)",
+                lambda n_heads=n_heads: heads.fit(n_heads, seed=0))
+
+
 def main() -> None:
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for name, fn in list(globals().items()):
