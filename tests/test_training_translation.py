@@ -199,3 +199,12 @@ def test_one_decoder_state_reads_what_the_source_offers(runs, i):
     assert torch.equal(with_adj.q[2], without.q[2])  # the same decoder state, the same query
     assert with_adj.source[int(with_adj.weights[2].argmax())] == "black"
     assert without.source[int(without.weights[2].argmax())] == "sat"
+
+
+def test_decoding_runs_on_one_thread_and_restores_the_setting():
+    threads = torch.get_num_threads()
+    seen = []
+    with tr.one_thread():
+        seen.append(torch.get_num_threads())
+    tr.decode(tr.Translator(), "the cat sat")
+    assert seen == [1] and torch.get_num_threads() == threads

@@ -42,7 +42,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+import torch._dynamo  # torch.optim imports it when an optimizer is built (~2 s): paid here, in
+from torch import nn  # a notebook's set-up cell, rather than in its first training run
 
 from .. import attention
 from ..examples.translation import PAD
@@ -65,6 +66,7 @@ __all__ = [
     "greedy",
     "held_out_set",
     "loss_fn",
+    "one_thread",
     "reference",
     "sample",
     "source_batch",
@@ -108,6 +110,22 @@ TARGET_CLASS = {
 }
 
 _ADJ, _NOUN = list(ADJECTIVES), list(NOUNS)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (the caller's setting is restored after).
+
+    The model's tensors are tiny (64 sentences × 10 tokens × 32 numbers): splitting each
+    operation over threads costs more than it saves, and on a busy 2-core machine the
+    waiting threads made a run 8 times slower in CPU time (measured: 1.0 s on one thread).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def unseen_pair(adjective: str, noun: str) -> bool:
@@ -304,6 +322,7 @@ def loss_fn(model: Translator, batch: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
+@one_thread()
 def greedy(model: Translator, src: torch.Tensor, src_len: torch.Tensor,
            max_len: int = MAX_TARGET - 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding: each step feeds the words written so far and appends the most
@@ -364,12 +383,12 @@ class Decoded:
 
 
 @torch.no_grad()
+@one_thread()
 def decode(model: Translator, sentences: str | Sequence[str]) -> Decoded:
     """Translate English sentences together, as one padded batch with a key padding mask:
     greedy decoding until every sentence has written ``<eos>``."""
     src, src_len = source_batch(sentences)
-    with one_thread():
-        ids, _ = greedy(model, src, src_len)
+    ids, _ = greedy(model, src, src_len)
     n = int((ids != 0).sum(1).max())
     ids = ids[:, :n]
     tgt_in = torch.cat([torch.full((len(ids), 1), TGT[BOS]), ids[:, :-1]], dim=1)
@@ -386,6 +405,7 @@ def translate(model: Translator, sentences: str | Sequence[str]) -> list[Transla
 
 
 @torch.no_grad()
+@one_thread()
 def evaluate(model: Translator, batch: Batch) -> dict[str, float]:
     """Held-out metrics: ``"token accuracy"`` (next token, teacher forcing), ``"sentence
     accuracy"`` (greedy decoding gives exactly the reference, ``<eos>`` included) and,
@@ -423,21 +443,6 @@ def fit(seed: int = 0, *, steps: int = 200, batch_size: int = 64, lr: float = 1e
                      steps=steps, seed=seed, lr=lr, eval_fn=lambda m: evaluate(m, test),
                      eval_every=eval_every or steps)
 
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block (the caller's setting is restored after).
-
-    The model's tensors are tiny (64 sentences × 10 tokens × 32 numbers): splitting each
-    operation over threads costs more than it saves, and on a busy 2-core machine the
-    waiting threads made a run 8 times slower in CPU time (measured: 1.0 s on one thread).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def held_out_set(n: int = 200) -> Batch:
