@@ -152,3 +152,30 @@ def test_eval_metrics_recorded(runs):
     assert h.eval_steps[0] == 0 and h.eval_steps[-1] == th.STEPS
     assert set(h.metrics) == {"eval loss", "previous", "first"}
     assert h.metrics["eval loss"][0] > 2.0  # untrained: about ln 16 = 2.77
+
+
+def test_accuracy_of_each_half(runs):
+    """H = 2 and 4 get both halves right; one head gets one half mostly right, not both."""
+    for h in (2, 4):
+        for run in runs[h]:
+            acc = th.accuracy(run.model)
+            assert min(acc.values()) > 0.99, (h, run.history.seed, acc)
+    for run in runs[1]:
+        acc = sorted(th.accuracy(run.model).values())
+        assert acc[1] > 0.8 and acc[0] < 0.5, (run.history.seed, acc)
+
+
+def test_ablating_one_of_two_heads_breaks_its_half_only(runs):
+    """The predict-then-run exercise: zero one head of the H = 2 model."""
+    for run in runs[2]:
+        found = th.role_heads(_roles(run))
+        for role, other in (("previous", "first"), ("first", "previous")):
+            acc = th.accuracy(run.model, ablate=found[role])
+            assert acc[role] < 0.2 and acc[other] > 0.99, (run.history.seed, role, acc)
+    model = runs[2][0].model
+    before = th.accuracy(model)
+    with th.ablated(model, 0):
+        pass
+    assert th.accuracy(model) == before  # the hook is removed afterwards
+    with pytest.raises(ValueError, match="head must be"):
+        th.accuracy(model, ablate=2)

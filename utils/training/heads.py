@@ -52,7 +52,7 @@ from . import loop
 
 __all__ = [
     "BATCH_SIZE", "D_MODEL", "LENGTH", "LR", "POSITION_SCALE", "ROLES", "RUNNING", "STEPS",
-    "WORDS", "TwoRelationsModel", "encode", "evaluation_batch", "fit", "fit_seeds",
+    "WORDS", "TwoRelationsModel", "ablated", "accuracy", "encode", "evaluation_batch", "fit", "fit_seeds",
     "head_roles", "loss", "positions", "role_heads", "roles", "sample", "targets",
 ]
 
@@ -197,6 +197,51 @@ def role_heads(table: torch.Tensor, threshold: float = 0.9) -> dict[str, int | N
         best = int(column.argmax())
         found[role] = best if column[best] > threshold else None
     return found
+
+
+@contextlib.contextmanager
+def ablated(model: TwoRelationsModel, head: int | None):
+    """Within the ``with`` block, head ``head``'s output is zeroed before ``W_O`` (ablated).
+
+    The head still attends; only what it read is removed from the merged heads (its
+    ``d_head`` columns, see :func:`utils.multihead.merge_heads`). ``None``: no change.
+    """
+    n_heads = model.attention.n_heads
+    if head is None:
+        yield model
+        return
+    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < n_heads:
+        raise ValueError(f"head must be an int in 0..{n_heads - 1}, got {head!r}")
+    d_head = model.attention.d_head
+
+    def zero_head(_layer, inputs):
+        merged = inputs[0].clone()
+        merged[..., head * d_head:(head + 1) * d_head] = 0.0
+        return (merged,)
+
+    handle = model.attention.w_o.register_forward_pre_hook(zero_head)
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def accuracy(model: TwoRelationsModel, ablate: int | None = None) -> dict[str, float]:
+    """How often each half of the output is right on :func:`evaluation_batch`.
+
+    Returns ``{"previous": a, "first": b}``: the fraction of positions whose highest-scoring
+    word is the answer, over all positions of the 256 sequences; ``ablate``: a head whose
+    output is zeroed (:func:`ablated`). Chance is 1/16.
+    """
+    ids, answers = evaluation_batch()
+    was_training = model.training
+    model.eval()
+    with ablated(model, ablate):
+        logits, _ = model(ids)
+    model.train(was_training)
+    right = (logits.argmax(-1) == answers).double().mean(dim=(0, 1))  # (2,)
+    return dict(zip(ROLES, right.tolist(), strict=True))
 
 
 @contextlib.contextmanager
