@@ -8,7 +8,12 @@ Conventions used across the course:
 * tensors are ``(..., L, d)``: any leading batch/head dimensions broadcast;
 * weight matrices have shape ``(d_in, d_out)`` and are applied as ``x @ w``;
 * boolean masks mean **True = may attend** (as in ``torch.nn.functional.scaled_dot_product_attention``);
-* a query whose keys are all masked gets zero weights and a zero output, never NaN.
+* a key padding mask is its own argument, ``key_padding_mask`` ``(B, Lk)``: True = a real
+  token (the opposite of ``torch.nn.MultiheadAttention``'s, where True = padding);
+* a query whose keys are all masked gets zero weights and a zero output, never NaN;
+* inputs must be finite (NaN or inf raise a ``ValueError`` naming the argument). float16 and
+  bfloat16 are computed in float32, as torch does, and returned in their own dtype; scores
+  too large even for that are handled (softmax is shift invariant), never NaN.
 """
 
 from __future__ import annotations

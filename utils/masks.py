@@ -83,7 +83,10 @@ def causal_mask(n_q: int, n_k: int | None = None) -> torch.Tensor:
 def padding_mask(lengths, max_len: int) -> torch.Tensor:
     """``(B, max_len)`` bool, True at the first ``lengths[b]`` (real) positions of row b.
 
-    For attention over keys, use it as ``mask[:, None, :]`` (broadcasts over queries).
+    It is a key padding mask: pass it as ``key_padding_mask=`` to the attention functions
+    (or as ``mask[:, None, :]``, which broadcasts over the queries; a ``(B, L)`` tensor passed
+    as ``mask`` itself would be read as ``(Lq, Lk)``). ``torch.nn.MultiheadAttention``'s
+    ``key_padding_mask`` means the opposite (True = padding): give it ``~mask``.
     """
     _count("max_len", max_len, minimum=1)
     lengths = torch.as_tensor(lengths)
