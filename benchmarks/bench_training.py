@@ -62,6 +62,16 @@ def bench_heads() -> None:
                 lambda n_heads=n_heads: heads.fit(n_heads, seed=0))
 
 
+def bench_longrange() -> None:
+    """Chapter 5: copy the first token with dense, window (1 and 2 layers) and window + global
+    attention (``utils.training.longrange``)."""
+    from utils.training import longrange
+
+    for pattern, layers in (("dense", 1), ("window", 1), ("window", 2), ("window+global", 1)):
+        _report(f"ch5 longrange, {pattern} x {layers} (as in the notebook)",
+                lambda p=pattern, n=layers: longrange.fit(p, n, seed=0))
+
+
 def main() -> None:
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for name, fn in list(globals().items()):
