@@ -53,12 +53,22 @@ SETTINGS = {
         "fetchNews": "false", "checkForUpdates": False},
 }
 
-__all__ = ["CHROMIUM", "LabServer", "NotebookPage", "chromium", "lab_server", "notebooks"]
+__all__ = ["CHROMIUM", "LabServer", "NotebookPage", "chromium", "count_explorers", "lab_server",
+           "notebooks"]
 
 
 def notebooks(folder: str) -> list[Path]:
     """The notebooks present in ``ROOT/folder`` (``solutions`` or ``chapters``), sorted."""
     return sorted(p for p in (ROOT / folder).glob("[0-9][0-9]-*.ipynb") if ".backup-" not in p.name)
+
+
+def count_explorers(solution: Path) -> int:
+    """How many widgets an executed solution notebook shows: outputs with a widget view, or
+    its text fallback (the stored solutions have the widget views stripped)."""
+    cells = json.loads(Path(solution).read_text())["cells"]
+    datas = [out.get("data", {}) for c in cells if c["cell_type"] == "code"
+             for out in c.get("outputs", [])]
+    return sum(WIDGET_MIME in d or FALLBACK in "".join(d.get("text/plain", "")) for d in datas)
 
 
 def _free_port() -> int:

@@ -88,3 +88,21 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("Run All in the browser (seconds)")
         for name, seconds in _run_all_times.items():
             terminalreporter.write_line(f"{name:45s} {seconds:6.1f}")
+
+
+@pytest.fixture(scope="session")
+def notebook7_server(browser_available):
+    """Jupyter Notebook 7 (``jupyter notebook``) on 127.0.0.1 over a temporary copy of the course."""
+    with lab_server(app="notebook") as server:
+        yield server
+
+
+@pytest.fixture
+def notebook7(notebook7_server, browser):
+    """A page of Notebook 7; closed, and all kernels stopped, after the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        yield NotebookPage(context.new_page(), notebook7_server)
+    finally:
+        context.close()
+        notebook7_server.shutdown_kernels()

@@ -128,10 +128,16 @@ RERUN = ("Controls not live: rerun this cell (Shift+Enter) to use them. The stat
 #   model and put "Error displaying widget: model not found" (a .jupyter-widgets output with
 #   no element in it) in the widget's place: that is hidden and the line shows instead.
 # * Script (installed once per page), for the keyboard and the live deck (jupyterlab-slideshow):
+#   - While one of an explorer's controls has the focus it owns the keyboard, as a text field
+#     does: its notebook gets JupyterLab's class jp-mod-readWrite, which every command-mode
+#     key binding (the notebook's, the deck's) requires to be absent. Notebook 7 handles key
+#     bindings before the control sees the key: there, without this, the arrow keys move the
+#     notebook's selection instead of the slider. The notebook drops the class itself when
+#     the focus leaves the control.
 #   - Escape in one of an explorer's controls leaves the control and gives the focus back to
 #     its cell, so that the notebook's keys and the deck's arrow keys work again. Without it
-#     a focused slider keeps the arrow keys, and Escape stops the deck. (A click outside the
-#     control also gives the focus back: JupyterLab's own behaviour.)
+#     a focused slider keeps the arrow keys for good (and in JupyterLab, Escape would stop the
+#     deck). A click outside the control also gives the focus back (JupyterLab's own).
 #   - The deck starts at the active cell; started with the last cell active (as right after
 #     Run All) it would open on the last slide: it starts at the title instead (focusing a
 #     cell makes it the active one). With any other cell active it starts there, so an
@@ -148,6 +154,11 @@ _RERUN_HTML = f"""<div class="course-rerun">&#x21bb; {RERUN}</div>
 <script>
 if (!window.courseExplorerKeys) {{
   window.courseExplorerKeys = true;
+  window.addEventListener("focusin", (event) => {{
+    if (event.target?.closest?.(".course-explorer")) {{
+      event.target.closest(".jp-Notebook")?.classList.add("jp-mod-readWrite");
+    }}
+  }});
   window.addEventListener("keydown", (event) => {{
     const control = document.activeElement;
     const explorer = control?.closest?.(".course-explorer");
