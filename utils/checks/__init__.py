@@ -23,7 +23,13 @@ from .causal import (
     check_causal_mask_kv,
     check_padded_causal_softmax,
 )
-from .cross_attention import check_alignment, check_cross_attention, check_padded_attention
+from .cross_attention import (
+    check_attention_dropout,
+    check_cross_attention,
+    check_design_w_q,
+    check_padded_cross_attention,
+    check_rows_without_translation,
+)
 from .hard import check_gumbel_softmax, check_hard_attention, check_reinforce, check_topk_attention
 from .multihead import (
     check_count_parameters,
@@ -32,7 +38,12 @@ from .multihead import (
     check_split_heads,
 )
 from .scores import check_additive_scores, check_general_scores, check_score_variance
-from .self_attention import check_permutation_check, check_self_attention, check_softmax
+from .self_attention import (
+    check_bought_reads_milk,
+    check_low_temperature,
+    check_self_attention,
+    check_sinusoidal,
+)
 from .sparse import check_bigbird_mask, check_blockwise_attention, check_sliding_window_mask
 
 __all__ = [
@@ -42,27 +53,30 @@ __all__ = [
     "CheckResult",
     "call_student",
     "check_additive_scores",
-    "check_alignment",
+    "check_attention_dropout",
     "check_bigbird_mask",
     "check_blockwise_attention",
+    "check_bought_reads_milk",
     "check_causal_attention",
     "check_causal_mask",
     "check_causal_mask_kv",
     "check_count_parameters",
     "check_cross_attention",
+    "check_design_w_q",
     "check_general_scores",
     "check_gumbel_softmax",
     "check_hard_attention",
+    "check_low_temperature",
     "check_merge_heads",
     "check_multi_head_attention",
-    "check_padded_attention",
     "check_padded_causal_softmax",
-    "check_permutation_check",
+    "check_padded_cross_attention",
     "check_reinforce",
+    "check_rows_without_translation",
     "check_score_variance",
     "check_self_attention",
+    "check_sinusoidal",
     "check_sliding_window_mask",
-    "check_softmax",
     "check_split_heads",
     "check_topk_attention",
     "compare",

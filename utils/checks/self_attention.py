@@ -1,143 +1,325 @@
-"""Checks for chapter 1's exercises: softmax, self-attention, permutation equivariance."""
+"""Checks for chapter 1's exercises.
+
+1. debug: :func:`check_self_attention`, a self-attention whose four bugs (``.T`` on a batch,
+   √d_model, no max subtraction, the wrong softmax axis) the student fixes;
+2. design: :func:`check_bought_reads_milk`, a W_Q with which "bought" reads "milk";
+3. implement: :func:`check_sinusoidal`, the sinusoidal position code;
+4. predict, then run: :func:`check_low_temperature`, the weights at T = 0.01.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
-from ..attention import scaled_dot_product_attention, self_attention, softmax
-from ..masks import causal_mask
-from ._core import Case, CheckResult, register, run_check
+from .. import attention, positions
+from ..examples import running_example
+from ._core import (
+    Case,
+    CheckFailed,
+    CheckResult,
+    call_student,
+    custom_check,
+    expect_tensor,
+    register,
+    run_check,
+)
 from ._core import randn as _randn
 
-__all__ = ["check_permutation_check", "check_self_attention", "check_softmax"]
+__all__ = ["check_bought_reads_milk", "check_low_temperature", "check_self_attention",
+           "check_sinusoidal"]
+
+# ------------------------------------------------------------------ 1. debug: self-attention
+
+#: the four bugs of the notebook's ``buggy_self_attention``, in its order, and their hints
+_BUGS = {
+    "transpose": "`k.T` reverses every dimension of a batch (B, N, d_k) -> (d_k, N, B): "
+                 "use `k.transpose(-2, -1)` (or `k.mT`)",
+    "sqrt_d_model": "the scale is 1/√d_k, the size of a query/key (`q.shape[-1]`), "
+                    "not 1/√d_model (`x.shape[-1]`)",
+    "overflow": "`exp` overflows for large scores (inf / inf = NaN): subtract each row's max "
+                "first, or use `torch.softmax`",
+    "wrong_axis": "the weights must sum to 1 over the keys, the last axis: "
+                  "`e.sum(dim=-1, keepdim=True)`",
+}
 
 
-def _softmax(scores, dim=-1):
-    return softmax(scores, dim=dim)
+def _attention(transpose=False, sqrt_d_model=False, overflow=False, wrong_axis=False,
+               stable="shift"):
+    """Self-attention with the given bugs; ``stable``: how a fixed overflow is written
+    ("shift": minus the row max; "softmax": ``torch.softmax``; "global": minus the max of
+    the whole tensor)."""
 
-
-def _other_axis_softmax(scores, dim=-1):
-    return torch.softmax(scores, dim=0 if dim % scores.dim() == scores.dim() - 1 else -1)
-
-
-def _global_max_softmax(scores, dim=-1):
-    e = (scores - scores.max()).exp()
-    return e / e.sum(dim=dim, keepdim=True)
-
-
-def _naive_softmax(scores, dim=-1):
-    e = scores.exp()
-    return e / e.sum(dim=dim, keepdim=True)
-
-
-@register(_softmax)
-def check_softmax(fn) -> CheckResult:
-    """``fn(scores, dim=-1)``: a numerically stable softmax."""
-    cases = [
-        Case((_randn(3, 5),)),
-        Case((_randn(2, 4, 6, seed=1),), {"dim": -1}),
-        Case((_randn(4, 3, seed=2),), {"dim": 0}),
-        Case((torch.tensor([[1000.0, 999.0, 0.0], [-1000.0, -1001.0, -999.0]],
-                           dtype=torch.float64),)),
-    ]
-    bugs = {
-        "unstable": (_naive_softmax, "exp overflows for large scores (NaN at 1000): "
-                     "subtract the max along `dim` before exponentiating."),
-        "wrong_axis": ((_other_axis_softmax, lambda s, dim=-1: torch.softmax(s, dim=0)),
-                       "softmax over the wrong axis: normalise along `dim` "
-                       "(each row of scores must sum to 1)."),
-        "ignores_dim": (lambda s, dim=-1: torch.softmax(s, dim=-1),
-                        "you always normalise along the last axis: use the `dim` argument "
-                        "(the third case asks for dim=0)."),
-        "global_max": (_global_max_softmax,
-                       "you subtracted the max of the whole tensor: a row far below it "
-                       "underflows to exp(-2000) = 0 and gives 0/0 (NaN). Subtract each row's "
-                       "own max, `scores.amax(dim=dim, keepdim=True)`."),
-        "no_keepdim": (lambda s, dim=-1: torch.exp(s - s.max()) / torch.exp(s - s.max()).sum(),
-                       "you normalised by the sum over the whole tensor: sum along `dim` "
-                       "with keepdim=True."),
-    }
-    return run_check("softmax", fn, _softmax, cases, bugs)
-
-
-def _attention_variant(scale_of, axis=-1, transpose=False, values=True):
     def fn(x, w_q, w_k, w_v):
         q, k, v = x @ w_q, x @ w_k, x @ w_v
-        s = (k @ q.transpose(-2, -1)) if transpose else (q @ k.transpose(-2, -1))
-        w = torch.softmax(s * scale_of(q, x), dim=axis)
-        return (w @ v if values else w @ x), w
+        k_t = k.T if transpose else k.transpose(-2, -1)
+        scores = q @ k_t / math.sqrt(x.shape[-1] if sqrt_d_model else q.shape[-1])
+        if not overflow and stable == "softmax":
+            return _values(torch.softmax(scores, dim=0 if wrong_axis else -1), v)
+        if overflow:
+            e = scores.exp()
+        elif stable == "global":
+            e = (scores - scores.max()).exp()
+        else:
+            e = (scores - scores.amax(dim=-1, keepdim=True)).exp()
+        weights = e / (e.sum(dim=0) if wrong_axis else e.sum(dim=-1, keepdim=True))
+        return _values(weights, v)
 
     return fn
 
 
-@register(self_attention)
-def check_self_attention(fn) -> CheckResult:
-    """``fn(x, w_q, w_k, w_v) -> (output, weights)``: self-attention from projections."""
-    # d_model = 6 and d_k = 3 differ, so scaling by sqrt(d_model) is caught
-    cases = [
+def _values(weights, v):
+    return weights @ v, weights
+
+
+def _reference_attention(x, w_q, w_k, w_v):
+    return _attention()(x, w_q, w_k, w_v)
+
+
+def _debug_bugs() -> dict:
+    """Every combination of the four bugs left in (one bug first, then two, ...), each with
+    the ways a student may have written the parts already fixed; then other known mistakes."""
+    bugs = {}
+    names = list(_BUGS)
+    for size in range(1, len(names) + 1):
+        for combo in itertools.combinations(names, size):
+            flags = dict.fromkeys(combo, True)
+            variants = (_attention(**flags),) if "overflow" in combo else tuple(
+                _attention(**flags, stable=s) for s in ("shift", "softmax", "global"))
+            left = "; ".join(_BUGS[n] for n in combo)
+            hint = (left + "." if size == 1 else
+                    f"{size} of the four bugs are still there: {left}.")
+            bugs["+".join(combo)] = (variants, hint)
+    scale = lambda q: 1 / math.sqrt(q.shape[-1])  # noqa: E731
+    bugs["missing_scale"] = (_scaled(lambda q, x: 1.0), "the scores are not scaled at all: "
+                             "divide Q Kᵀ by √d_k.")
+    bugs["scale_d_k"] = (_scaled(lambda q, x: 1 / q.shape[-1]),
+                         "divided by d_k; the scale is 1/√d_k (the square root).")
+    bugs["transposed_scores"] = (_scaled(lambda q, x: scale(q), transposed=True),
+                                 "the scores are K Qᵀ (transposed): row i must hold query i's "
+                                 "scores against every key, Q Kᵀ.")
+    bugs["used_x_as_values"] = (_scaled(lambda q, x: scale(q), x_values=True),
+                                "the output averages x, not the values V = x W_v.")
+    return bugs
+
+
+def _scaled(scale_of, transposed=False, x_values=False):
+    def fn(x, w_q, w_k, w_v):
+        q, k, v = x @ w_q, x @ w_k, x @ w_v
+        s = (k @ q.transpose(-2, -1)) if transposed else (q @ k.transpose(-2, -1))
+        w = torch.softmax(s * scale_of(q, x), dim=-1)
+        return w @ (x if x_values else v), w
+
+    return fn
+
+
+@register(_reference_attention)
+def check_self_attention(fn, verbose: bool = True) -> CheckResult:
+    """``fn(x, w_q, w_k, w_v) -> (output, weights)``: the fixed ``buggy_self_attention``."""
+    cases = [  # d_model = 6, d_k = 3, d_v = 4: a wrong scale or a transpose shows
         Case((_randn(5, 6), _randn(6, 3, seed=1), _randn(6, 3, seed=2), _randn(6, 4, seed=3))),
         Case((_randn(2, 4, 6, seed=4), _randn(6, 3, seed=5), _randn(6, 3, seed=6),
-              _randn(6, 2, seed=7))),
+              _randn(6, 4, seed=7)), label="a batch of 2 sequences"),
+        Case((40 * _randn(4, 6, seed=8), _randn(6, 3, seed=9), _randn(6, 3, seed=10),
+              _randn(6, 4, seed=11)), label="large scores (x × 40)"),
     ]
+    return run_check("self_attention", fn, _reference_attention, cases, _debug_bugs(),
+                     returns=("output", "weights"),
+                     forbid=(attention.self_attention, attention.scaled_dot_product_attention,
+                             torch.nn.functional.scaled_dot_product_attention),
+                     verbose=verbose)
+
+
+# ------------------------------------------------------------------ 2. design: bought -> milk
+
+#: what the design must reach
+BOUGHT_MILK, HE_JOHN = 0.8, 0.9
+
+
+def _design_solution():
+    ex = running_example()
+    w_q = ex.w_q.clone()
+    action = ex.features.index("action")
+    w_q[action] = 0.0
+    w_q[action, ex.roles.index("food")] = 3.0
+    return w_q
+
+
+@register(_design_solution)
+def check_bought_reads_milk(fn, verbose: bool = True) -> CheckResult:
+    """``fn() -> W_Q (7, 4)``: with the designed W_K and W_V, "bought" reads "milk" with weight
+    > 0.8 and "He" still reads "John" with weight > 0.9."""
+    ex = running_example()
+
+    def body() -> str:
+        w_q = expect_tensor(call_student(fn), "your W_Q", shape=tuple(ex.w_q.shape),
+                            dtype=ex.w_q.dtype)
+        _, a = attention.self_attention(ex.x, w_q, ex.w_k, ex.w_v)
+        bought, milk, he, john = (ex.index(t) for t in ("bought", "milk", "He", "John"))
+        w_milk, w_john = a[bought, milk].item(), a[he, john].item()
+        top = a[bought].argmax().item()
+        changed = [f for i, f in enumerate(ex.features) if not torch.equal(w_q[i], ex.w_q[i])]
+        reads = f"“bought” reads “{ex.tokens[top]}” most ({a[bought, top].item():.2f})"
+        if w_milk <= BOUGHT_MILK:
+            if "action" not in changed:
+                rows = ", ".join(changed) if changed else "none"
+                raise CheckFailed("wrong_row", f"{reads}. Rows of W_Q you changed: {rows}. "
+                                  "“bought” has one feature, action: its query is the action "
+                                  "row of W_Q")
+            if top != milk:
+                raise CheckFailed("wrong_role", f"{reads}, “milk” only {w_milk:.2f}: the key "
+                                  "of “milk” offers the food role (see W_K), and “bought” "
+                                  "must ask for it more than for the roles other keys offer")
+            raise CheckFailed("too_weak", f"“bought” reads “milk” most, but only {w_milk:.2f} "
+                              f"(needs > {BOUGHT_MILK}): make its score stand out more")
+        if w_john <= HE_JOHN:
+            raise CheckFailed("broke_he", f"“bought” → “milk” {w_milk:.2f}, but “He” → “John” "
+                              f"fell to {w_john:.2f} (needs > {HE_JOHN}): “He” asks with its "
+                              "male and pronoun rows; what else did you change?")
+        went = ex.index("went")
+        return (f"“bought” → “milk” {w_milk:.2f}, “He” → “John” {w_john:.2f} (and “went” → "
+                f"“milk” {a[went, milk].item():.2f}: same embedding as “bought”).")
+
+    return custom_check("bought reads milk", body, verbose=verbose)
+
+
+# ------------------------------------------------------------------ 3. the sinusoidal code
+
+
+def _sinusoidal(p, d, exponent="pair", layout="interleaved", swap=False, divide=True):
+    """The code of positions ``p`` (n,), in ``p``'s dtype, with the given mistakes."""
+    p = p[:, None]
+    if exponent == "column":  # every column its own frequency: 10000^(j/d)
+        j = torch.arange(d, dtype=p.dtype)
+        angle = p / 10000 ** (j / d)
+        return torch.where(torch.arange(d) % 2 == 0, torch.sin(angle), torch.cos(angle))
+    i = torch.arange(0, d, 2, dtype=p.dtype) / (d if exponent == "pair" else 2 * d)
+    angle = p / 10000 ** i if divide else p * 10000 ** i
+    first, second = (torch.cos, torch.sin) if swap else (torch.sin, torch.cos)
+    if layout == "halves":
+        return torch.cat([first(angle), second(angle)], dim=1)
+    code = torch.zeros(p.shape[0], d, dtype=p.dtype)
+    code[:, 0::2], code[:, 1::2] = first(angle), second(angle)
+    return code
+
+
+def _solution_sinusoidal(p, d):
+    return _sinusoidal(p, d)
+
+
+@register(_solution_sinusoidal)
+def check_sinusoidal(fn, verbose: bool = True) -> CheckResult:
+    """``fn(p (n,), d) -> (n, d)`` in ``p``'s dtype: the sinusoidal code of positions ``p``
+    (Vaswani et al. 2017, §3.5), compared with :func:`utils.positions.sinusoidal`."""
+    def reference(p, d):
+        return positions.sinusoidal(int(p.max()) + 1, d, dtype=p.dtype)[p.long()]
+
+    f64 = torch.float64
+    cases = [Case((torch.arange(6, dtype=f64), 8)), Case((torch.arange(11, dtype=f64), 20)),
+             Case((torch.arange(5, 9, dtype=f64), 4), label="positions 5 to 8 (a continuation)"),
+             Case((torch.zeros(1, dtype=f64), 2), label="position 0 alone")]
     bugs = {
-        "missing_scale": (_attention_variant(lambda q, x: 1.0),
-                          "the scores are not scaled: divide Q Kᵀ by √d_k."),
-        "sqrt_d_model": (_attention_variant(lambda q, x: 1 / math.sqrt(x.shape[-1])),
-                         "scaled by √d_model; the scale is 1/√d_k (the size of a query/key)."),
-        "scale_d_k": (_attention_variant(lambda q, x: 1 / q.shape[-1]),
-                      "divided by d_k; the scale is 1/√d_k (the square root)."),
-        "wrong_axis": (_attention_variant(lambda q, x: 1 / math.sqrt(q.shape[-1]), axis=-2),
-                       "softmax over the wrong axis: each query's weights over the keys "
-                       "(the last axis) must sum to 1."),
-        "transposed_scores": (_attention_variant(lambda q, x: 1 / math.sqrt(q.shape[-1]),
-                                                 transpose=True),
-                              "scores are K Qᵀ (transposed): row i must hold query i's scores."),
-        "used_x_as_values": (_attention_variant(lambda q, x: 1 / math.sqrt(q.shape[-1]),
-                                                values=False),
-                             "the output averages x, not the values V = x W_v."),
+        "sin_cos_swapped": (lambda p, d: _sinusoidal(p, d, swap=True),
+                            "sin and cos are swapped: even columns (0, 2, …) are sin."),
+        "halves": (lambda p, d: _sinusoidal(p, d, layout="halves"),
+                   "sin fills the first half of the columns and cos the second: the formula "
+                   "interleaves them, sin in column 2i and cos in column 2i + 1."),
+        "column_exponent": (lambda p, d: _sinusoidal(p, d, exponent="column"),
+                            "each column has its own frequency: a sin/cos pair shares one, "
+                            "1 / 10000^(2i/d) with 2i the pair's even column."),
+        "i_over_d": (lambda p, d: _sinusoidal(p, d, exponent="i"),
+                     "the exponent is i/d: it is 2i/d (i counts pairs)."),
+        "multiplied": (lambda p, d: _sinusoidal(p, d, divide=False),
+                       "p is multiplied by 10000^(2i/d): divide, so that the frequencies fall."),
     }
-    return run_check("self_attention", fn, self_attention, cases, bugs,
-                     returns=("output", "weights"))
+    return run_check("sinusoidal position code", fn, reference, cases, bugs,
+                     forbid=(positions.sinusoidal,), verbose=verbose)
 
 
-def _attend(x: torch.Tensor) -> torch.Tensor:
-    """Self-attention with fixed projections (d_model = 4)."""
-    w = _randn(4, 4, seed=11)
-    return scaled_dot_product_attention(x @ w, x @ w.T, x)[0]
+# ------------------------------------------------------------------ 4. predict, then run
+
+#: the queries to predict and the temperature
+QUERIES, LOW_T = ("He", "milk", "the"), 0.01
 
 
-def _attend_causal(x: torch.Tensor) -> torch.Tensor:
-    n = x.shape[-2]
-    return scaled_dot_product_attention(x, x, x, mask=causal_mask(n))[0]
+def _predict_solution():
+    return {"He": [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            "milk": [0, 0.5, 0, 0, 0, 0, 0, 0.5, 0, 0],
+            "the": [0.1] * 10}
 
 
-def _attend_with_positions(x: torch.Tensor) -> torch.Tensor:
-    pos = torch.arange(x.shape[-2], dtype=x.dtype)[:, None] / 4
-    return _attend(x + pos)
+def _low_temperature_weights() -> torch.Tensor:
+    ex = running_example()
+    q, k = ex.x @ ex.w_q, ex.x @ ex.w_k
+    return torch.softmax(q @ k.T / (math.sqrt(q.shape[-1]) * LOW_T), dim=-1)
 
 
-def _equivariant(fn, x, perm) -> bool:
-    return bool(torch.allclose(fn(x[perm]), fn(x)[perm]))
+def _row(value, query: str, n: int) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().double().flatten().tolist()
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise CheckFailed("wrong_type", f"“{query}”: give a list of {n} numbers, one weight per "
+                          f"token, got {type(value).__name__} {value!r}"[:200])
+    if len(value) != n:
+        raise CheckFailed("wrong_shape", f"“{query}”: {len(value)} weights; give {n}, one per "
+                          "token in sentence order (“.” appears twice)")
+    row = torch.tensor(value, dtype=torch.float64)
+    if not torch.isfinite(row).all() or (row < 0).any() or abs(row.sum().item() - 1) > 0.01:
+        raise CheckFailed("not_weights", f"“{query}”: weights are >= 0 and sum to 1; yours sum "
+                          f"to {row.sum().item():.3g}")
+    return row
 
 
-@register(_equivariant)
-def check_permutation_check(fn) -> CheckResult:
-    """``fn(attn, x, perm) -> bool``: is ``attn(x[perm]) == attn(x)[perm]``?"""
-    x = _randn(5, 4, seed=12)
-    cycle = torch.tensor([1, 2, 3, 4, 0])  # its inverse is a different permutation
-    cases = [Case((f, x, cycle)) for f in (_attend, _attend_causal, _attend_with_positions)]
-    cases.append(Case((_attend, x, torch.tensor([4, 3, 2, 1, 0]))))
-    bugs = {
-        "always_true": (lambda f, x, p: True,
-                        "says True for attention that depends on position (causal or with "
-                        "positional encodings): compare the outputs themselves."),
-        "inverse_permutation": (lambda f, x, p: bool(torch.allclose(f(x[p]), f(x)[torch.argsort(p)])),
-                                "compared against the inverse permutation: permuting the "
-                                "input must permute the output the same way, attn(x)[perm]."),
-        "compared_inputs": (lambda f, x, p: bool(torch.allclose(f(x[p]), f(x))),
-                            "compared attn(x[perm]) with attn(x) unpermuted: the rows move "
-                            "with the tokens, compare with attn(x)[perm]."),
-    }
-    return run_check("permutation check", fn, _equivariant, cases, bugs)
+def _shown(row: torch.Tensor, tokens: list[str]) -> str:
+    if torch.allclose(row, row.mean().expand_as(row), atol=0.005):
+        return f"{row.mean().item():.2f} each (uniform)"
+    return ", ".join(f"{t} {w:.2f}" for t, w in zip(tokens, row.tolist(), strict=True)
+                     if w > 0.005)
+
+
+@register(_predict_solution)
+def check_low_temperature(fn, verbose: bool = True) -> CheckResult:
+    """``fn() -> {"He": [10 weights], "milk": [...], "the": [...]}``: a prediction of the
+    designed example's weights at T = 0.01, compared with what runs."""
+    ex = running_example()
+    n = len(ex.tokens)
+
+    def body() -> str:
+        prediction = call_student(fn)
+        if prediction is None:
+            raise CheckFailed("no_return", "your function returned None: did you forget "
+                              "`return`?")
+        if not isinstance(prediction, dict):
+            raise CheckFailed("wrong_type", "return a dict {query: weights}, got a "
+                              f"{type(prediction).__name__}")
+        missing = [q for q in QUERIES if q not in prediction]
+        if missing:
+            raise CheckFailed("missing_query", f"no prediction for {', '.join(missing)}: the "
+                              f"dict needs the keys {list(QUERIES)}")
+        actual = _low_temperature_weights()
+        for query in QUERIES:
+            row = _row(prediction[query], query, n)
+            runs = actual[ex.index(query)]
+            if (row - runs).abs().max() <= 0.02:
+                continue
+            what = f"at T = {LOW_T} it runs as: {_shown(runs, ex.tokens)}"
+            raise CheckFailed(f"wrong_{query.lower()}", f"“{query}”: {_WHY[query]}; {what}")
+        return ("all three right. " + "; ".join(
+            f"“{q}” → {_shown(actual[ex.index(q)], ex.tokens)}" for q in QUERIES) + ".")
+
+    return custom_check("low temperature", body, verbose=verbose,
+                        forbid=(torch.softmax, torch.nn.functional.softmax, attention.softmax,
+                                attention.self_attention, attention.scaled_dot_product_attention))
+
+
+_WHY = {
+    "He": "as T → 0 the largest score takes all the weight; “He” asks for a person and "
+          "“John” offers one most",
+    "milk": "“milk” asks for an action (its food row of W_Q); “went” and “bought” have the "
+            "same key, so their scores tie and share the weight equally as T → 0",
+    "the": "a function word's row of W_Q is zero, so the query of “the” is 0 and all its "
+           "scores are 0 whatever T is: the weights stay uniform",
+}
