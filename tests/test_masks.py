@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.attention.bias import causal_lower_right
 
+from utils import cost
 from utils.masks import (
     bigbird_mask,
     block_mask,
@@ -165,17 +166,50 @@ def test_random_mask_uses_the_global_rng_without_generator():
 
 
 @pytest.mark.parametrize(
-    ("n", "window", "tokens", "n_random"), [(1, 0, [0], 1), (8, 1, [0], 2), (12, 2, [0, 11], 3)]
+    ("n", "window", "tokens", "n_random"),
+    [(1, 0, [0], 1), (8, 1, [0], 2), (12, 2, [0, 11], 3), (40, 3, [0, 39], 4), (12, 1, [0], 8)],
 )
-def test_bigbird_mask_is_union_of_its_parts(n, window, tokens, n_random):
+def test_bigbird_mask_adds_n_random_keys_outside_window_and_global(n, window, tokens, n_random):
+    """BigBird's rule (as its implementation): the random keys are new, so every non-global
+    row holds its window, the global columns and exactly n_random more; cost.entries counts it."""
     mask = bigbird_mask(n, window, tokens, n_random, generator=torch.Generator().manual_seed(5))
-    expected = (
-        sliding_window_mask(n, window)
-        | global_mask(n, tokens)
-        | random_mask(n, n_random, generator=torch.Generator().manual_seed(5))
-    )
-    assert_mask_equal(mask, expected)
-    assert (mask.sum(-1) >= n_random).all()
+    seen = sliding_window_mask(n, window) | global_mask(n, tokens)
+    assert (mask >= seen).all()
+    extra = (mask & ~seen).sum(-1)
+    unseen = (~seen).sum(-1)
+    assert torch.equal(extra, torch.minimum(unseen, torch.tensor(n_random)))
+    again = bigbird_mask(n, window, tokens, n_random, generator=torch.Generator().manual_seed(5))
+    assert_mask_equal(again, mask)
+
+
+@pytest.mark.parametrize(("n", "window", "n_global", "n_random"),
+                         [(16, 1, 1, 2), (64, 2, 2, 3), (40, 3, 2, 4), (12, 1, 1, 8)])
+def test_bigbird_mask_count_is_cost_entries(n, window, n_global, n_random):
+    mask = bigbird_mask(n, window, range(n_global), n_random,
+                        generator=torch.Generator().manual_seed(0))
+    assert int(mask.sum()) == cost.entries("bigbird", n, window=window, n_global=n_global,
+                                           n_random=n_random)
+
+
+def test_bigbird_random_keys_are_uniform_over_unseen_keys():
+    # query 10 of n = 24, w = 2, global [0]: 24 - 5 - 1 = 18 unseen keys, 3 drawn per mask;
+    # over 600 masks each unseen key is drawn ~100 times (sd ~9.4), never a seen key twice.
+    seen = sliding_window_mask(24, 2) | global_mask(24, [0])
+    counts = torch.zeros(24)
+    for s in range(600):
+        row = bigbird_mask(24, 2, [0], 3, generator=torch.Generator().manual_seed(s))[10]
+        counts += (row & ~seen[10]).float()
+    assert counts[seen[10]].sum() == 0
+    assert ((counts[~seen[10]] - 100).abs() <= 40).all(), counts.tolist()
+
+
+def test_bigbird_mask_differs_across_seeds_and_uses_the_global_rng():
+    a, b = (bigbird_mask(32, 2, [0], 3, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    assert not torch.equal(a, b)
+    torch.manual_seed(7)
+    c = bigbird_mask(16, 1, [0], 2)
+    torch.manual_seed(7)
+    assert_mask_equal(bigbird_mask(16, 1, [0], 2), c)
 
 
 # --------------------------------------------------------------------------- padding, density

@@ -185,12 +185,36 @@ def bigbird_mask(
     n_random: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """BigBird: sliding window | global tokens | ``n_random`` random keys per query."""
-    return (
-        sliding_window_mask(n, window)
-        | global_mask(n, global_tokens)
-        | random_mask(n, n_random, generator=generator)
-    )
+    """BigBird (Zaheer et al. 2020): sliding window | global tokens | random keys.
+
+    Every non-global query ``i`` gets ``n_random`` distinct random keys drawn uniformly among
+    the keys it does **not** already see through the window ``|i - j| <= window`` or the
+    global columns (as BigBird's implementation draws its random blocks outside the window
+    and global blocks, so no random key is wasted); all of them if fewer than ``n_random``
+    remain. Global rows already see every key. So a non-global row holds exactly its window,
+    the global columns and ``n_random`` more keys, the count ``utils.cost.entries("bigbird",
+    ...)`` gives. (The union ``sliding_window_mask | global_mask | random_mask`` is a
+    different pattern: some of its random keys fall inside the window.)
+
+    Args:
+        n: sequence length; window: half-width ``w >= 0``; global_tokens: positions in
+            ``0..n-1``; n_random: random keys per query, ``0..n``.
+        generator: the ``torch.Generator`` to draw from (default: torch's global one).
+
+    Returns:
+        ``(n, n)`` bool, True = may attend.
+    """
+    _count("n_random", n_random)
+    if n_random > n:
+        raise ValueError(f"n_random={n_random} must be <= n={n}")
+    seen = sliding_window_mask(n, window) | global_mask(n, global_tokens)
+    keys = torch.rand(n, n, generator=_generator(generator))
+    keys[seen] = 2.0  # sorts after every unseen key (torch.rand is < 1)
+    order = keys.argsort(dim=-1, stable=True)[:, :n_random]
+    new = keys.gather(1, order) < 1.0  # fewer than n_random unseen keys: take them all
+    mask = seen.clone()
+    mask[torch.arange(n)[:, None].expand_as(order)[new], order[new]] = True
+    return mask
 
 
 def density(mask: torch.Tensor) -> float:
