@@ -60,3 +60,20 @@ def test_deterministic_and_leaves_threads_and_rng():
 def test_bad_pattern():
     with pytest.raises(ValueError, match="pattern must be one of"):
         lr.pattern_mask("strided")
+
+
+def _weights(pattern, layers, seed):
+    ids, _ = lr.evaluation_batch()
+    with torch.no_grad():
+        return lr.fit(pattern, layers, seed=seed).model(ids)[1]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_learned_weights_read_token_zero(seed):
+    """The heatmaps' claims: with the global token, queries at distance > w put > 0.95 of their
+    weight on key 0 (held >= 0.999 for seeds 0-9); in the two-layer window model, layer 1's
+    queries 1..w put > 0.7 on key 0 (held >= 0.79 for seeds 0-9)."""
+    (w_global,) = _weights("window+global", 1, seed)
+    assert w_global[:, lr.WINDOW + 1:, 0].mean().item() > 0.95
+    w1, _ = _weights("window", 2, seed)
+    assert w1[:, 1:lr.WINDOW + 1, 0].mean().item() > 0.7
