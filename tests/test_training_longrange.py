@@ -64,8 +64,9 @@ def test_bad_pattern():
 
 def _weights(pattern, layers, seed):
     ids, _ = lr.evaluation_batch()
+    model = lr.fit(pattern, layers, seed=seed).model
     with torch.no_grad():
-        return lr.fit(pattern, layers, seed=seed).model(ids)[1]
+        return model(ids)[1]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
