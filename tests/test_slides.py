@@ -100,6 +100,14 @@ def test_deck_images_resolve_next_to_it(deck):
         assert not REMOTE.match(url) and _local(deck, url).is_file(), f"image {url} does not resolve"
 
 
+def test_every_figure_of_the_deck_has_alt_text(deck):
+    images = re.findall(r"<img\b[^>]*>", deck.read_text(encoding="utf-8"))
+    assert any("data:image/png" in i for i in images), "the deck should show the figures"
+    for img in images:
+        alt = re.search(r'alt="([^"]*)"', img)
+        assert alt and alt.group(1) and "No description" not in alt.group(1), img[:80]
+
+
 def test_relink_points_images_and_chapter_links_at_the_pages():
     html = ('<img src="../images/a.svg"> <a href="02-cross-attention.ipynb">next</a> '
             '<a href="../README.md">main</a>')

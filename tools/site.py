@@ -30,17 +30,22 @@ the template's Mermaid import and widget manager (CDN scripts, unused here) are 
 from __future__ import annotations
 
 import argparse
-import copy
 import html
 import re
 import sys
 from pathlib import Path
 
-from tools.static_html import (
+from tools.static_html import (  # noqa: F401 (alt_text, for_the_web: this module's API too)
+    EXPLORER_TEXT,
     MATHJAX_URL,
+    PNG_ALT_BLOCK,
     REQUIRE_JS_URL,
     ROOT,
+    WIDGET_NOTE,
+    _is_explorer,
+    alt_text,
     copy_images,
+    for_the_web,
     install_static,
     relink,
     solution_notebooks,
@@ -49,13 +54,6 @@ from tools.static_html import (
 OUT = ROOT / "build" / "site"
 #: the npm packages the pages load (versions in tools.static_html.PACKAGES)
 NPM = ("mathjax", "requirejs")
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-#: the text/plain of an explorer's output (utils.widgets.Explorer)
-EXPLORER_TEXT = "explorer: run the notebook to interact"
-#: the class of the explorer's "rerun this cell" output (utils.widgets._core)
-RERUN_CLASS = "course-rerun"
-WIDGET_NOTE = ("Live explorer: in Jupyter this cell shows the figure above with its controls "
-               "(run the notebook to use them).")
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
@@ -72,96 +70,12 @@ p.course-widget-note { font-style: italic; margin: 0.2em 0; }
 {{ resources.course_nav | replace('class="course-nav"', 'class="course-nav bottom"') }}
 {{ super() }}
 {%- endblock body_footer -%}
-{% block data_png scoped %}
-{%- set alt = output | get_metadata('alt', 'image/png') -%}
-{%- if alt -%}
-{{ super() | replace('<img ', '<img alt="' ~ (alt | escape_html) ~ '" ', 1) }}
-{%- else -%}
-{{ super() }}
-{%- endif -%}
-{% endblock data_png %}
-"""
+""" + PNG_ALT_BLOCK
 
 __all__ = ["alt_text", "build_site", "for_the_web"]
 
 
 # ------------------------------------------------------------------------- notebooks
-
-
-_TEX = [(r"\cdot", "·"), (r"\times", "×"), (r"\sqrt", "√"), (r"^\top", "ᵀ"), (r"\top", "ᵀ"),
-        (r"\dots", "…"), (r"\ldots", "…"), (r"\le", "≤"), (r"\ge", "≥"), (r"\ne", "≠"),
-        (r"\to", "→"), (r"\infty", "∞"), (r"\!", ""), (r"\,", " "), (r"\;", " "),
-        (r"\left", ""), (r"\right", "")]
-
-
-def _plain(markdown: str) -> str:
-    """Markdown with maths as readable plain text (for alt text)."""
-    text = re.sub(r"<[^>]+>", "", markdown)  # HTML tags
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links and images: their text
-    for tex, plain in _TEX:
-        text = text.replace(tex, plain)
-    text = re.sub(r"\\(?:text|mathrm|operatorname|mathbf|mathit)\{([^}]*)\}", r"\1", text)
-    text = re.sub(r"\\([A-Za-z]+)", r"\1", text)  # other commands: their name
-    text = re.sub(r"[$*`{}]|\\", "", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def alt_text(markdown: str, limit: int = 400) -> str:
-    """Alt text for a figure, from the prose that introduces it: the last paragraph of
-    ``markdown`` (the markdown cell before the figure's code cell) as plain text, cut at a
-    sentence end within ``limit`` characters."""
-    paragraphs = [p for p in re.split(r"\n\s*\n", markdown.strip())
-                  if p.strip() and not p.lstrip().startswith(("#", "|", "<p", "---"))]
-    if not paragraphs:
-        heading = re.findall(r"^#+\s*(.+)$", markdown, flags=re.MULTILINE)
-        return f"Figure: {_plain(heading[-1])}" if heading else "Figure"
-    text = _plain(paragraphs[-1]).rstrip(":").strip()
-    if len(text) > limit:
-        cut = max(text.rfind(". ", 0, limit), text.rfind("; ", 0, limit))
-        text = text[: cut + 1] if cut > 0 else text[: limit - 1] + "…"
-    return f"Figure: {text}"
-
-
-def _is_explorer(output) -> bool:
-    data = output.get("data", {})
-    return WIDGET_MIME in data or EXPLORER_TEXT in "".join(data.get("text/plain", ""))
-
-
-def _is_rerun_line(output) -> bool:
-    return f'class="{RERUN_CLASS}"' in "".join(output.get("data", {}).get("text/html", ""))
-
-
-def for_the_web(nb):
-    """A copy of the executed notebook ``nb`` ready for a static page: alt text on every
-    figure, each explorer as one line under its static figure (the cell before it)."""
-    from nbformat.v4 import new_output
-
-    nb = copy.deepcopy(nb)
-    intro = ""  # the last markdown cell seen
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            intro = cell.source
-            continue
-        if cell.cell_type != "code":
-            continue
-        outputs = []
-        for output in cell.get("outputs", []):
-            if _is_rerun_line(output):
-                continue
-            if _is_explorer(output):
-                outputs.append(new_output("display_data", data={
-                    "text/html": f'<p class="course-widget-note">{html.escape(WIDGET_NOTE)}</p>',
-                    "text/plain": WIDGET_NOTE}))
-                continue
-            outputs.append(output)
-        figures = [o for o in outputs if "image/png" in o.get("data", {})]
-        for i, output in enumerate(figures):
-            alt = alt_text(intro)
-            if len(figures) > 1:
-                alt += f" (figure {i + 1} of {len(figures)})"
-            output.setdefault("metadata", {}).setdefault("image/png", {})["alt"] = alt
-        cell.outputs = outputs
-    return nb
 
 
 def _title(nb, fallback: str) -> str:

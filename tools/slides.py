@@ -17,7 +17,8 @@ is committed) and unpacked into ``build/slides/_static/``. The template's Mermai
 (a CDN module, unused here) is left out. ``images/`` is copied to ``build/slides/images/``
 and the notebooks' ``../images/`` links point there; links between chapters point at their
 decks. Widgets show their static
-figure (the cell before each live explorer): a static deck has no kernel.
+figure (the cell before each live explorer) and a line: a static deck has no kernel. Every
+figure has alt text (``tools.static_html.for_the_web``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from pathlib import Path
 from tools.static_html import (
     JQUERY_URL,
     MATHJAX_URL,
+    PNG_ALT_BLOCK,
     REQUIRE_JS_URL,
     REVEAL_URL,
     ROOT,
     copy_images,
+    for_the_web,
     install_static,
     relink,
     solution_notebooks,
@@ -47,10 +50,10 @@ URLS = {
     "require_js_url": REQUIRE_JS_URL,
     "jquery_url": JQUERY_URL,
 }
-# nbconvert's reveal template, without its Mermaid import from a CDN
+# nbconvert's reveal template, without its Mermaid import from a CDN; figures' alt text
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
+""" + PNG_ALT_BLOCK
 
 __all__ = ["build_decks"]
 
@@ -77,7 +80,7 @@ def build_decks(names: list[str] | None = None, out: Path = OUT) -> list[Path]:
     copy_images(out)
     exporter, decks = _exporter(), []
     for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
+        nb = for_the_web(nbformat.read(path, as_version=4))
         html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
         deck = out / f"{path.stem}.slides.html"
         deck.write_text(relink(html, ".slides.html"), encoding="utf-8")
