@@ -235,3 +235,30 @@ def test_inf_in_an_input_is_named():
         bad[name][4, 2] = float("inf")
         with pytest.raises(ValueError, match=rf"{name} contains \+inf \(shape \(10, 8\)\)"):
             sliding_window_attention(bad["q"], bad["k"], bad["v"], 3)
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 2000])
+@pytest.mark.parametrize("causal", [False, True])
+def test_key_padding_mask_equals_dense(monkeypatch, budget, causal):
+    """Padding at the end (lengths) and anywhere (random), inner tiles and edge tiles; a
+    query whose window holds only padding gets zero, as in dense attention."""
+    import utils.sparse
+
+    monkeypatch.setattr(utils.sparse, "_CHUNK_ELEMENTS", budget)
+    g = torch.Generator().manual_seed(12)
+    for n, window, block in [(40, 3, None), (101, 7, 5), (130, 40, None)]:
+        q, k, v = _qkv(3, n=n, seed=n)
+        lengths = torch.tensor([n, 1, n // 2])
+        for keep in (torch.arange(n)[None] < lengths[:, None], torch.rand(3, n, generator=g) < 0.3):
+            out = sliding_window_attention(q, k, v, window, causal=causal, block_size=block,
+                                           key_padding_mask=keep)
+            mask = sliding_window_mask(n, window, causal=causal)
+            expected = scaled_dot_product_attention(q, k, v, mask=mask, key_padding_mask=keep)[0]
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    # sequence 1 keeps one token: the last queries' windows (40 wide) hold only padding
+    keep = torch.arange(n)[None] < lengths[:, None]
+    out = sliding_window_attention(q, k, v, window, causal=causal, key_padding_mask=keep)
+    assert (out[1, 41:] == 0).all() and (out[1, :41] != 0).all()
+    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, Lk\) = \(3, 130\) "
+                                         r"for q \(3, 130, 8\) and k \(3, 130, 8\)"):
+        sliding_window_attention(q, k, v, 4, key_padding_mask=keep[:, :-1])

@@ -53,6 +53,8 @@ def sliding_window_attention(
     window: int,
     causal: bool = False,
     block_size: int | None = None,
+    *,
+    key_padding_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Local attention: query i sees keys j with ``|i - j| <= window`` (``0 <= i - j <= window``
     when causal), scaled by ``1/sqrt(d_k)``, without building an ``L x L`` matrix.
@@ -68,6 +70,14 @@ def sliding_window_attention(
         block_size: optional number of queries per block ``b`` (any size ``>= 1``; a query
             block is scored against the ``ceil(window / b)`` key blocks on either side of
             it). By default ``window / 2`` rounded up, kept within 16..64 and at most L.
+        key_padding_mask: optional bool ``(B, L)``, True = a real token (may be attended),
+            False = padding, B the first batch dimension (``(L,)`` if unbatched), as in
+            :func:`utils.attention.scaled_dot_product_attention`. A query whose window holds
+            only padding gets a zero output.
+
+    q, k and v must be finite. float16 and bfloat16 are computed in float32, as torch does,
+    and returned in their own dtype; scores too large even for that are handled (softmax is
+    shift invariant), never NaN.
 
     Returns:
         ``(..., L, d_v)``.
@@ -88,6 +98,12 @@ def sliding_window_attention(
 
     batch = _validate.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_seq = math.prod(batch)
+    pad = None  # (n_seq, L) bool, True = a padding key
+    if key_padding_mask is not None:
+        keep = _validate.key_padding_mask(key_padding_mask, tuple(batch), n,
+                                          f"q {tuple(q.shape)} and k {tuple(k.shape)}")
+        keep = keep.to(q.device).expand(*batch, 1, n).reshape(n_seq, n)
+        pad = None if keep.all() else ~keep
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     work = _work_dtype(dtype)  # float16/bfloat16 are computed in float32, as torch does
     opts = {"dtype": work, "device": q.device}
@@ -136,13 +152,23 @@ def sliding_window_attention(
                 kf[t, start:].as_strided((n_win, d_k, width), (b * d_k, 1, d_k)),
                 alpha=scale,
             )
+            if pad is not None:
+                scores.masked_fill_(pad[t, start:].as_strided((n_win, 1, width), (b, 0, 1)), neg)
             weights = _normalise(scores, boost)
             vw = vf[t, start:].as_strided((n_win, width, d_v), (b * d_v, d_v, 1))
             torch.bmm(weights, vw, out=out[t, q_rows].view(n_win, b, d_v))
         else:
             y = _tile(qf[t0:t1], kf[t0:t1], vf[t0:t1], i0, i1, b, before, after, scale,
-                      bias, outside, edges, neg, boost)
+                      bias, outside, edges, neg, boost, None if pad is None else pad[t0:t1])
             out[t0:t1, q_rows] = y[:, : q_rows.stop - q_rows.start]
+    if pad is not None:
+        # A query whose window holds only padding attends to nothing: zero, as in dense
+        # attention (its softmax above spread over the padding). Real keys per window from
+        # a cumulative count.
+        real = torch.nn.functional.pad((~pad).cumsum(-1), (1, 0))  # (n_seq, L + 1)
+        i = torch.arange(n, device=q.device)
+        lo, hi = (i - window).clamp_min(0), (i + (0 if causal else window)).clamp_max(n - 1)
+        out[real[:, hi + 1] == real[:, lo]] = 0.0
     return out.view(*batch, n, d_v).to(dtype)
 
 
@@ -188,14 +214,15 @@ def _tiles(n_seq, n, b, n_blocks, before, after, width):
     return tiles
 
 
-def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg, boost):
+def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg, boost, pad):
     """Query blocks ``i0..i1-1`` of the ``(c, L, d)`` sequences q, k, v: ``(c, (i1-i0)*b, d_v)``.
 
     Each sequence's queries and keys are copied into a small zero-padded buffer of
     ``p = before + (i1 - i0) + after`` blocks: query block i then sees the key blocks
     ``i .. i + before + after`` of its own buffer, and across all c buffers, laid end to end,
     neighbourhood w starts at key block w. So one strided view of the keys (no copy) gives
-    every neighbourhood with a single, uniform batch stride for ``bmm``.
+    every neighbourhood with a single, uniform batch stride for ``bmm``. ``pad`` (c, L) bool,
+    True at padding keys, or None, is laid out like the keys.
     """
     c, n, d_k = k.shape
     d_v = v.shape[-1]
@@ -221,6 +248,10 @@ def _tile(q, k, v, i0, i1, b, before, after, scale, bias, outside, edges, neg, b
     kt = kp.as_strided((n_win, d_k, width), (b * d_k, 1, d_k))  # K^T per neighbourhood
     vw = vp.as_strided((n_win, width, d_v), (b * d_v, d_v, 1))
     scores = torch.baddbmm(bias, qw, kt)  # (n_win, b, width)
+    if pad is not None:
+        pp = torch.zeros(c * p * b + tail, dtype=torch.bool, device=pad.device)
+        pp[: c * p * b].view(c, p * b)[:, at : at + hi - lo] = pad[:, lo:hi]
+        scores.masked_fill_(pp.as_strided((n_win, 1, width), (b, 0, 1)), neg)
     blocks = scores.view(c, -1, b, width) if c > 1 else scores[None]
     for i in edges:
         if i0 <= i < i1:
