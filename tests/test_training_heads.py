@@ -129,9 +129,16 @@ def test_one_head_blends_and_its_loss_stays_high(runs):
             th.role_heads(_roles(one))["first"] is None  # one softmax: never both
 
 
+def _jobs(run):
+    """The heads above 0.9 on i - 1, and those above 0.9 on position 0."""
+    table = _roles(run)
+    return tuple(tuple((table[:, r] > 0.9).nonzero().flatten().tolist()) for r in (0, 1))
+
+
 def test_which_head_takes_which_role_depends_on_the_seed(runs):
     assignments = {tuple(th.role_heads(_roles(run)).values()) for run in runs[4]}
     assert len(assignments) > 1, assignments
+    assert len({_jobs(run) for run in runs[4][:3]}) > 1  # the notebook's seeds 0-2
 
 
 def test_learned_heads_on_the_running_example(runs):
@@ -145,6 +152,8 @@ def test_learned_heads_on_the_running_example(runs):
         assert (first[:, 0] > 0.9).all()
         expected = [(th.RUNNING[max(i - 1, 0)], "John") for i in range(th.LENGTH)]
         assert run.model.predict(th.RUNNING) == expected
+    for run in runs[1]:  # the single head: most of each row on "John" and the word before
+        assert th.head_roles(run.model.attend(th.RUNNING)[0]).sum() > 0.6, run.history.seed
 
 
 def test_eval_metrics_recorded(runs):

@@ -34,8 +34,9 @@ settles on one (and the other half of the output is a guess). Two heads can each
 position. :func:`head_roles` measures each head's mean weight on ``i − 1`` and on ``0``
 (over the queries ``i ≥ 2``, where the two differ).
 
-Training runs on one CPU thread (:func:`fit`): these tensors are tiny, and waking a second
-thread costs more than it saves (much more on a busy machine).
+Training and the measurements run on one CPU thread (:func:`fit`, :func:`roles`,
+:func:`accuracy`, ...): these tensors are tiny, and waking a second thread costs more than it
+saves (much more on a busy machine).
 """
 
 from __future__ import annotations
@@ -71,8 +72,19 @@ POSITION_SCALE = 3.0
 ROLES = ("previous", "first")
 #: training schedule of :func:`fit` (Adam)
 STEPS, LR, BATCH_SIZE = 100, 0.02, 64
-_EVAL_EVERY = 10
 _EVAL_SEED, _EVAL_SIZE = 12345, 256
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run on one CPU thread (restored afterwards): these tensors are tiny, and on a busy
+    machine waking a second thread costs many times what it saves. Also a decorator."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def encode(words: Sequence[str]) -> torch.Tensor:
@@ -138,11 +150,13 @@ class TwoRelationsModel(nn.Module):
         return self.readout(out).unflatten(-1, (len(ROLES), len(WORDS))), weights
 
     @torch.no_grad()
+    @_one_thread()
     def attend(self, words: Sequence[str] = RUNNING) -> torch.Tensor:
         """Every head's weights ``(H, L, L)`` (float64) on one sequence of words."""
         return self(encode(words))[1].double()
 
     @torch.no_grad()
+    @_one_thread()
     def predict(self, words: Sequence[str] = RUNNING) -> list[tuple[str, str]]:
         """The model's ``(previous, first)`` words at every position of ``words``."""
         best = self(encode(words))[0].argmax(-1)  # (L, 2)
@@ -176,6 +190,7 @@ def head_roles(weights: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+@_one_thread()
 def roles(model: TwoRelationsModel) -> torch.Tensor:
     """:func:`head_roles` of every head on :func:`evaluation_batch`: ``(H, 2)``, float64."""
     was_training = model.training
@@ -227,6 +242,7 @@ def ablated(model: TwoRelationsModel, head: int | None):
 
 
 @torch.no_grad()
+@_one_thread()
 def accuracy(model: TwoRelationsModel, ablate: int | None = None) -> dict[str, float]:
     """How often each half of the output is right on :func:`evaluation_batch`.
 
@@ -244,16 +260,6 @@ def accuracy(model: TwoRelationsModel, ablate: int | None = None) -> dict[str, f
     return dict(zip(ROLES, right.tolist(), strict=True))
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def fit(n_heads: int, *, seed: int = 0, steps: int = STEPS, lr: float = LR,
         batch_size: int = BATCH_SIZE, eval_every: int | None = None) -> loop.Run:
     """Train a :class:`TwoRelationsModel` with ``n_heads`` heads (:func:`utils.training.train`).
@@ -263,7 +269,8 @@ def fit(n_heads: int, *, seed: int = 0, steps: int = STEPS, lr: float = LR,
         seed: the run's seed (initial weights and training batches).
         steps, lr, batch_size: the schedule (defaults: 100 Adam steps, about half a second
             of one CPU thread).
-        eval_every: how often the metrics are recorded (default every 10 steps).
+        eval_every: how often the metrics are recorded (default: before and after training
+            only; the training loss is recorded at every step anyway).
 
     Returns:
         :class:`utils.training.Run`. Its history's metrics, on :func:`evaluation_batch`:
@@ -285,7 +292,7 @@ def fit(n_heads: int, *, seed: int = 0, steps: int = STEPS, lr: float = LR,
     with _one_thread():
         return loop.train(lambda: TwoRelationsModel(n_heads), lambda g: sample(batch_size, g),
                           loss, steps=steps, seed=seed, lr=lr, eval_fn=eval_fn,
-                          eval_every=eval_every or _EVAL_EVERY)
+                          eval_every=eval_every or steps)
 
 
 def fit_seeds(n_heads: int, seeds: Iterable[int], **kwargs) -> list[loop.Run]:
