@@ -131,3 +131,23 @@ def test_clean_solution_makes_outputs_stable():
     assert out.outputs[0].text == "a\nb\n"
     assert set(out.outputs[1].data) == {"text/plain"}
     assert "widgets" not in nb.metadata and "execution" not in out.metadata
+
+
+def test_slide_types_put_figures_and_explorers_on_sub_slides_of_their_own():
+    from utils.authoring import slide_types
+
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        md("## A section"),                                    # slide
+        md("Some text."),                                      # continues
+        code("show_heatmaps(A)\nplt.show()"),                  # continues: the figure
+        md("What the figure shows."),                          # after a figure: sub-slide
+        code("print(1)"),                                      # continues
+        code("views.SomeView(ex).figure_at(t=1)"),             # static view of the explorer: skipped
+        md("Move the slider:"),                                # introduces an explorer: sub-slide
+        code("views.some_explorer(ex, t=1)"),                  # continues (no metadata)
+        md("After the widget."),                               # after an explorer: sub-slide
+        md("### A sub-section"),                               # sub-slide
+    ])
+    assert slide_types(nb) == ["slide", "-", "-", "subslide", "-", "skip", "subslide", "-",
+                               "subslide", "subslide"]

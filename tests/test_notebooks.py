@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils.authoring import BEGIN, END, slide_type
+from utils.authoring import BEGIN, END, slide_types
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [
@@ -131,10 +131,11 @@ def test_links_point_to_real_files_and_navigation_is_complete(path):
 
 @pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
 def test_every_cell_carries_slideshow_metadata(path):
-    """Live slides: ``##`` starts a slide, ``###`` a sub-slide, set-up and long code skipped."""
-    cells = _read(path).cells
-    for cell in cells:
-        expected = slide_type(cell)
+    """Live slides: ``##`` starts a slide, ``###`` a sub-slide, set-up and long code skipped,
+    figures and explorers on sub-slides of their own (``utils.authoring.slide_types``)."""
+    nb = _read(path)
+    cells = nb.cells
+    for cell, expected in zip(cells, slide_types(nb), strict=True):
         if expected == "-":  # continuation: no metadata (jupyterlab-slideshow hides an explicit "-")
             assert "slideshow" not in cell.metadata, f"cell {cell.get('id')}: drop its slideshow metadata"
         else:

@@ -117,3 +117,16 @@ def test_relink_points_images_and_chapter_links_at_the_pages():
     assert static_html.relink(html, ".html", readme="index.html") == (
         '<img src="images/a.svg"> <a href="02-cross-attention.html">next</a> '
         '<a href="index.html">main</a>')
+
+
+def test_static_decks_show_the_explorers_static_figure_that_the_live_deck_skips():
+    import nbformat
+
+    from utils.authoring import with_slides
+
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    nb = with_slides(nbformat.v4.new_notebook(cells=[
+        md("## Live"), code("views.SomeView(ex).figure_at(t=1)"), md("Move it:"),
+        code("views.some_explorer(ex, t=1)")]))
+    assert nb.cells[1].metadata["slideshow"]["slide_type"] == "skip"  # the live deck
+    assert "slideshow" not in static_html.for_the_web(nb).cells[1].metadata  # a static deck

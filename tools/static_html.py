@@ -202,12 +202,17 @@ def _is_rerun_line(output) -> bool:
 
 def for_the_web(nb):
     """A copy of the executed notebook ``nb`` ready for a static page: alt text on every
-    figure, each explorer as one line under its static figure (the cell before it)."""
+    figure, each explorer as one line under its static figure (the cell before it). The
+    live deck skips an explorer's static figure (``utils.authoring.slide_types``); a static
+    page has no live explorer, so it shows the figure."""
     from nbformat.v4 import new_output
 
     nb = copy.deepcopy(nb)
     intro = ""  # the last markdown cell seen
     for cell in nb.cells:
+        if (cell.metadata.get("slideshow", {}).get("slide_type") == "skip"
+                and ".figure_at(" in cell.source):
+            cell.metadata.pop("slideshow")
         if cell.cell_type == "markdown":
             intro = cell.source
             continue

@@ -85,15 +85,58 @@ def slide_type(cell: nbformat.NotebookNode) -> str:
     return "-"
 
 
+# a code cell that draws: a figure, or a live explorer (matched on the source, so a student
+# chapter, which has no outputs, gets the same slides as its solution)
+_DRAWS = re.compile(r"plt\.show\(\)|\.figure_at\(|show_heatmaps\(|learning_curves\(|_explorer\(|Explorer\(")
+_EXPLORER = re.compile(r"_explorer\(|Explorer\(")
+
+
+def _last_line(cell: nbformat.NotebookNode) -> str:
+    lines = [line for line in cell.source.strip().split("\n") if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _is_explorer(cell: nbformat.NotebookNode | None) -> bool:
+    return cell is not None and cell.cell_type == "code" and bool(_EXPLORER.search(_last_line(cell)))
+
+
+def _draws(cell: nbformat.NotebookNode | None) -> bool:
+    return cell is not None and cell.cell_type == "code" and bool(_DRAWS.search(cell.source))
+
+
+def slide_types(nb: nbformat.NotebookNode) -> list[str]:
+    """Every cell's live-slides role: :func:`slide_type`, then three rules that keep each
+    slide within a 1280×720 projector:
+
+    * the static figure of a live explorer (the next code cell) is skipped: the explorer
+      shows the same view, live;
+    * the text that introduces an explorer starts a sub-slide (text + widget on one screen);
+    * the text that follows a figure or an explorer starts a sub-slide (a figure is about
+      a screen high).
+    """
+    cells = nb.cells
+    kinds = [slide_type(c) for c in cells]
+    for i, cell in enumerate(cells):
+        if kinds[i] != "-":
+            continue
+        before = cells[i - 1] if i else None
+        after = cells[i + 1] if i + 1 < len(cells) else None
+        next_code = next((c for c in cells[i + 1:] if c.cell_type == "code"), None)
+        if cell.cell_type == "code" and ".figure_at(" in _last_line(cell) and _is_explorer(next_code):
+            kinds[i] = "skip"
+        elif cell.cell_type == "markdown" and (_is_explorer(after) or _draws(before)):
+            kinds[i] = "subslide"
+    return kinds
+
+
 def with_slides(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Set every cell's ``metadata.slideshow.slide_type`` (see :func:`slide_type`).
+    """Set every cell's ``metadata.slideshow.slide_type`` (see :func:`slide_types`).
 
     A continuation cell ("-") gets no slideshow metadata at all: nbconvert reads a missing
     type as "-", and jupyterlab-slideshow (the live deck) only understands it that way —
     an explicit "-" there puts the cell on no slide, hiding it.
     """
-    for cell in nb.cells:
-        kind = slide_type(cell)
+    for cell, kind in zip(nb.cells, slide_types(nb), strict=True):
         if kind == "-":
             cell.metadata.pop("slideshow", None)
         else:
