@@ -72,6 +72,25 @@ def bench_longrange() -> None:
                 lambda p=pattern, n=layers: longrange.fit(p, n, seed=0))
 
 
+def bench_scores() -> None:
+    """Chapter 6: five score functions x d_k 16 and 256 in one run, with SGD and with Adam
+    (``utils.training.scores``)."""
+    from utils.training import scores
+
+    for optimizer in ("sgd", "adam"):
+        _report(f"ch6 scores, {optimizer}, 10 layers (as in the notebook)",
+                lambda o=optimizer: scores.fit(o, seed=0))
+
+
+def bench_pointer() -> None:
+    """Chapter 7: the pointer task read four ways (``utils.training.pointer``)."""
+    from utils.training import pointer
+
+    for method in pointer.METHODS:
+        _report(f"ch7 pointer, {method}, {pointer.STEPS} steps (as in the notebook)",
+                lambda m=method: pointer.fit(m, seed=0))
+
+
 def main() -> None:
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for name, fn in list(globals().items()):
