@@ -32,10 +32,11 @@ from .cross_attention import (
 )
 from .hard import check_gumbel_softmax, check_hard_attention, check_reinforce, check_topk_attention
 from .multihead import (
-    check_count_parameters,
+    check_grouped_query_attention,
     check_merge_heads,
-    check_multi_head_attention,
+    check_next_token_head,
     check_split_heads,
+    check_zeroed_heads,
 )
 from .scores import check_additive_scores, check_general_scores, check_score_variance
 from .self_attention import (
@@ -60,15 +61,15 @@ __all__ = [
     "check_causal_attention",
     "check_causal_mask",
     "check_causal_mask_kv",
-    "check_count_parameters",
     "check_cross_attention",
     "check_design_w_q",
     "check_general_scores",
+    "check_grouped_query_attention",
     "check_gumbel_softmax",
     "check_hard_attention",
     "check_low_temperature",
     "check_merge_heads",
-    "check_multi_head_attention",
+    "check_next_token_head",
     "check_padded_causal_softmax",
     "check_padded_cross_attention",
     "check_reinforce",
@@ -79,6 +80,7 @@ __all__ = [
     "check_sliding_window_mask",
     "check_split_heads",
     "check_topk_attention",
+    "check_zeroed_heads",
     "compare",
     "custom_check",
     "expect_generator",
