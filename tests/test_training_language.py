@@ -68,6 +68,7 @@ def test_only_the_unmasked_model_reads_the_future(causal):
         before, w = model(x)
         after, _ = model(changed)
     assert w.shape == (4, 2, language.LENGTH, language.LENGTH)
+    assert torch.equal(language.attention_weights(model, x), w)
     assert torch.equal(before[:, :6], after[:, :6]) == causal
     assert not torch.equal(before[:, 6:], after[:, 6:])
     if causal:
@@ -116,9 +117,8 @@ def runs():
         for causal in (True, False):
             run = language.fit(causal, seed=seed)
             model = run.model
-            with torch.no_grad():
-                _, weights = model(test[:, :-1])
-                losses = language.position_losses(model, test)
+            weights = language.attention_weights(model, test[:, :-1])
+            losses = language.position_losses(model, test)
             g = torch.Generator().manual_seed(SAMPLE_SEED)
             full, logits_full = language.generate(model, test[:, :2], language.LENGTH - 2,
                                                   generator=g)

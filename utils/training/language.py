@@ -20,7 +20,7 @@ brought, so the attention weights show exactly what the model uses. With ``causa
 the layer gets ``mask=causal_mask(n)``; with ``causal=False`` every position reads every
 other one, **including the word it must predict**.
 
-**What training shows** (:func:`fit`, 200 Adam steps; asserted for seeds 0-4 in
+**What training shows** (:func:`fit`, 100 Adam steps; asserted for seeds 0-4 in
 ``tests/test_training_language.py``, and seen for seeds 5-9 too):
 
 * with the mask, the held-out loss ends near :data:`FLOOR` and position i attends to key
@@ -34,8 +34,8 @@ other one, **including the word it must predict**.
 * :func:`generate` with ``cache=True`` (a :class:`utils.kv_cache.KVCache`) writes the same
   words as recomputing the whole prefix at every step, with logits equal within round-off.
 
-Training runs on one CPU thread: these tensors are tiny, and waking a second thread costs
-more than it saves (on a busy 2-core machine, far more).
+Training, evaluation and generation run on one CPU thread: these tensors are tiny, and waking a
+second thread costs more than it saves (on a busy 2-core machine, 30-50x more).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ __all__ = [
     "STEPS",
     "WORDS",
     "TinyLM",
+    "attention_weights",
     "decode",
     "fit",
     "follows_grammar",
@@ -81,8 +82,8 @@ RULES = tuple(((5 * w + 1) % 12, (5 * w + 6) % 12) for w in range(len(WORDS)))
 LENGTH = 12
 #: the least cross-entropy (nats) an honest next-word predictor can reach: ln 2
 FLOOR = math.log(2)
-#: training schedule of :func:`fit` (Adam): about 1 s on one thread of this machine
-STEPS, LR, BATCH = 200, 1e-2, 64
+#: training schedule of :func:`fit` (Adam): about 0.5 s of CPU on one thread of this machine
+STEPS, LR, BATCH = 100, 1e-2, 64
 #: how many words of a sentence are free (not scored)
 FREE = 2
 
@@ -136,6 +137,16 @@ def _check_tokens(name: str, tokens) -> None:
     if tokens.numel() and (tokens.min() < 0 or tokens.max() >= len(WORDS)):
         raise ValueError(f"{name} holds ids outside 0..{len(WORDS) - 1}: "
                          f"{tokens.min().item()}..{tokens.max().item()}")
+
+
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class TinyLM(nn.Module):
@@ -200,15 +211,24 @@ def lm_loss(model: TinyLM, tokens: torch.Tensor) -> torch.Tensor:
                                        tokens[:, FREE:].reshape(-1))
 
 
+@torch.no_grad()
 def position_losses(model: TinyLM, tokens: torch.Tensor) -> torch.Tensor:
     """``(n - 2,)``: the mean next-word cross-entropy (nats) at each scored position
     ``1..n-2`` of sentences ``tokens (B, n)`` (entry 0 is position 1, predicting word 2).
 
     The last entry is the position whose next word is **not** in the model's input
     (``tokens[:, :-1]``): there an unmasked model has nothing to copy from."""
-    logits, _ = model(tokens[:, :-1])
-    ce = nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+    with _one_thread():
+        logits, _ = model(tokens[:, :-1])
+        ce = nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
     return ce[:, FREE - 1:].mean(dim=0)
+
+
+@torch.no_grad()
+def attention_weights(model: TinyLM, tokens: torch.Tensor) -> torch.Tensor:
+    """The attention weights ``(B, H, n, n)`` of ``model`` on ``tokens (B, n)``."""
+    with _one_thread():
+        return model(tokens)[1]
 
 
 def weight_on_offset(weights: torch.Tensor, offset: int) -> float:
@@ -219,16 +239,6 @@ def weight_on_offset(weights: torch.Tensor, offset: int) -> float:
     before the current one (where the grammar's information is)."""
     mean = weights.reshape(-1, *weights.shape[-2:]).mean(dim=0)[FREE - 1:, :]
     return torch.diagonal(mean, offset + FREE - 1).mean().item()
-
-
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def fit(causal: bool = True, *, seed: int = 0, steps: int = STEPS, lr: float = LR,
