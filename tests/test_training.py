@@ -102,3 +102,17 @@ def test_learning_curves_plot_mean_and_band():
     with pytest.raises(KeyError, match="accuracy"):
         plotting.learning_curves({"x": runs}, metric="accuracy")
     plt.close("all")
+
+
+def test_threads_are_set_while_training_and_restored():
+    before = torch.get_num_threads()
+    seen = []
+
+    def batch_fn(g):
+        seen.append(torch.get_num_threads())
+        return _regression()[0](g)
+
+    training.train(lambda: torch.nn.Linear(3, 1, bias=False), batch_fn, _regression()[1], steps=2)
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        _fit(steps=1, threads=0)

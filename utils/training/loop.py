@@ -62,6 +62,7 @@ def train(
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     eval_every: int | None = None,
     clip: float | None = None,
+    threads: int | None = 1,
     **optimizer_kwargs,
 ) -> Run:
     """Build a model and train it, deterministically for ``seed``.
@@ -84,6 +85,10 @@ def train(
         eval_every: default ``max(1, steps // 20)``.
         clip: if given, clip the gradients' global norm to ``clip``
             (``torch.nn.utils.clip_grad_norm_``).
+        threads: torch's intra-op threads while training (restored afterwards); ``None``
+            keeps the current setting. Default 1: the course's models are so small that
+            a second thread only adds synchronisation, and on a busy 2-core laptop it
+            made a run several times slower.
 
     Returns:
         :class:`Run` with the trained model (in eval mode) and its :class:`History`.
@@ -103,8 +108,24 @@ def train(
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if threads is not None:
+        _validate.positive("threads", threads, integer=True)
     history = History(seed=seed)
     start = time.perf_counter()
+    saved_threads = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model = _train(model_fn, batch_fn, loss_fn, steps, seed, lr, optimizer, eval_fn,
+                       eval_every, clip, history, optimizer_kwargs)
+    finally:
+        torch.set_num_threads(saved_threads)
+    history.seconds = time.perf_counter() - start
+    return Run(model, history)
+
+
+def _train(model_fn, batch_fn, loss_fn, steps, seed, lr, optimizer, eval_fn, eval_every, clip,
+           history, optimizer_kwargs) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_fn()
@@ -135,8 +156,7 @@ def train(
         if eval_fn is not None:
             _evaluate(model, eval_fn, steps, history)
     model.eval()
-    history.seconds = time.perf_counter() - start
-    return Run(model, history)
+    return model
 
 
 def _evaluate(model: torch.nn.Module, eval_fn, step: int, history: History) -> None:
