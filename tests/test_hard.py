@@ -1,5 +1,7 @@
 """Tests for `utils.hard`: soft/hard/top-k attention, Gumbel-softmax and gradient estimators."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -433,3 +435,40 @@ NOT_FINITE = [
 def test_inf_input_raises_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- the lab
+
+LAB_THETA = torch.tensor([1.0, 0.0, 0.5, -0.5], dtype=D)
+LAB_R = torch.tensor([1.0, 3.0, -1.0, 0.0], dtype=D)
+
+
+def test_lab_rewards_are_the_three_rewards():
+    f = hard.lab_rewards(LAB_R)
+    assert list(f) == ["linear", "linear + 10", "nonlinear (y·r)²"]
+    y = torch.eye(4, dtype=D)
+    torch.testing.assert_close(f["linear + 10"], LAB_R + 10)
+    torch.testing.assert_close(f["nonlinear (y·r)²"](y), LAB_R**2)
+    # the offset leaves the exact gradient alone
+    torch.testing.assert_close(hard.exact_gradient(LAB_THETA, f["linear + 10"]),
+                               hard.exact_gradient(LAB_THETA, f["linear"]))
+
+
+def test_bias_variance_measures_what_it_says():
+    exact = torch.tensor([1.0, -1.0], dtype=D)
+    est = exact + torch.randn(4000, 2, generator=torch.Generator().manual_seed(0), dtype=D)
+    stats = hard.bias_variance(est, exact)
+    assert stats["z"] < 4.5 and abs(stats["variance"] - 2.0) < 0.2
+    shifted = hard.bias_variance(est + 0.5, exact)
+    assert shifted["z"] > 10 and abs(shifted["bias"] - 0.5 * math.sqrt(2)) < 0.1
+    same = hard.bias_variance(exact.expand(5, 2), exact)
+    assert same["z"] == 0 and same["variance"] == 0
+
+
+def test_repeated_estimates_shape_and_bad_names():
+    f = hard.lab_rewards(LAB_R)["linear"]
+    for name in hard.ESTIMATORS:
+        est = hard.repeated_estimates(name, LAB_THETA, f, 5, 7, generator=torch.Generator())
+        assert est.shape == (7, 4)
+    with pytest.raises(ValueError, match="estimator"):
+        hard.estimates("nope", LAB_THETA, f, 5)

@@ -196,7 +196,7 @@ def test_topk_static_figure():
 def test_estimator_explorer_every_control_and_extreme():
     ex = he.estimator_explorer(THETA, R, repeats=40)
     c = ex.controls
-    for name in he.ESTIMATORS:
+    for name in hard.ESTIMATORS:
         c["estimator"].value = name
         for reward in c["reward"].options:
             c["reward"].value = reward
@@ -221,23 +221,3 @@ def test_estimator_view_numbers():
     base = view.update("REINFORCE + baseline", "linear + 10", 1.0, 10)
     assert base["spread"] < plain["spread"] / 3
     torch.testing.assert_close(plain["exact"], hard.exact_gradient(THETA, R))
-
-
-def test_bias_variance_measures_what_it_says():
-    exact = torch.tensor([1.0, -1.0], dtype=D)
-    est = exact + torch.randn(4000, 2, generator=torch.Generator().manual_seed(0), dtype=D)
-    stats = he.bias_variance(est, exact)
-    assert stats["z"] < 4.5 and abs(stats["variance"] - 2.0) < 0.2
-    shifted = he.bias_variance(est + 0.5, exact)
-    assert shifted["z"] > 10 and abs(shifted["bias"] - 0.5 * math.sqrt(2)) < 0.1
-    same = he.bias_variance(exact.expand(5, 2), exact)
-    assert same["z"] == 0 and same["variance"] == 0
-
-
-def test_repeated_estimates_shape_and_bad_names():
-    f = he.rewards(R)["linear"]
-    for name in he.ESTIMATORS:
-        est = he.repeated_estimates(name, THETA, f, 5, 7, generator=torch.Generator())
-        assert est.shape == (7, 4)
-    with pytest.raises(ValueError, match="estimator"):
-        he.estimates("nope", THETA, f, 5)

@@ -11,6 +11,7 @@ Shapes: ``scores (..., L)``, ``values (..., L, d)``; leading batch dims broadcas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -348,3 +349,76 @@ def straight_through_gradient(logits, f, n_samples: int, generator=None):
     alpha = torch.softmax(theta, -1)
     y = _onehot(_sample(alpha, n_samples, _generator(generator)), k, theta.dtype)
     return _softmax_vjp(alpha.expand(n_samples, k), _reward_grad(f, y))
+
+
+# ----------------------------------------------------------------------------- the lab
+
+#: the estimators :func:`estimates` knows, by the name chapter 7's lab and explorer use
+ESTIMATORS = ("REINFORCE", "REINFORCE + baseline", "Gumbel-softmax", "straight-through")
+#: the constant the lab adds to every reward (a reward offset REINFORCE must cope with)
+OFFSET = 10.0
+
+
+def lab_rewards(r: torch.Tensor, offset: float = OFFSET) -> dict[str, torch.Tensor | Callable]:
+    """Chapter 7's three rewards built on a reward vector ``r (K,)``: f(y) = y·r ("linear"),
+    f(y) = y·(r + offset) (the same gradient, a larger reward) and f(y) = (y·r)² ("nonlinear").
+    Returned as ``{name: f}``, each ``f`` a reward vector or a function of one-hot rows."""
+    r = _validate.tensor("r", r, finite=True).detach()
+
+    def square(y: torch.Tensor) -> torch.Tensor:
+        return (y @ r.to(y.dtype)) ** 2
+
+    return {"linear": r, f"linear + {offset:g}": r + offset, "nonlinear (y·r)²": square}
+
+
+def estimates(name: str, logits: torch.Tensor, f, n_samples: int, tau: float = 1.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n_samples`` per-sample gradient estimates ``(n_samples, K)`` of ∇_θ E[f] by estimator
+    ``name`` (one of :data:`ESTIMATORS`):
+
+    * "REINFORCE": :func:`reinforce_gradient`, f(e_i) (e_i - α) (Williams 1992);
+    * "REINFORCE + baseline": the same with b = the mean of the other samples' rewards
+      (leave-one-out, needs ``n_samples >= 2``);
+    * "Gumbel-softmax": :func:`gumbel_softmax_gradient` at temperature ``tau`` (Jang et al.
+      2016, Maddison et al. 2016), the only one that uses ``tau``;
+    * "straight-through": :func:`straight_through_gradient` (Bengio et al. 2013).
+    """
+    if name == "REINFORCE":
+        return reinforce_gradient(logits, f, n_samples, generator=generator)
+    if name == "REINFORCE + baseline":
+        return reinforce_gradient(logits, f, n_samples, baseline="mean", generator=generator)
+    if name == "Gumbel-softmax":
+        return gumbel_softmax_gradient(logits, f, tau, n_samples, generator=generator)
+    if name == "straight-through":
+        return straight_through_gradient(logits, f, n_samples, generator=generator)
+    raise ValueError(f"estimator must be one of {ESTIMATORS}, got {name!r}")
+
+
+def bias_variance(est: torch.Tensor, exact: torch.Tensor) -> dict[str, torch.Tensor | float]:
+    """Bias and variance of gradient estimates ``est (n, K)`` of the gradient ``exact (K,)``.
+
+    Returns ``mean (K,)`` the mean estimate, ``bias`` = ‖mean - exact‖, ``se (K,)`` the
+    standard errors of the mean (std / √n), ``z`` = the largest |mean - exact| / se over the K
+    components (≈ |N(0, 1)| if unbiased, so z > 4 detects a bias; 0 when the estimates are
+    exact), ``noise`` = ‖se‖ (the bias an unbiased estimator shows by chance) and
+    ``variance`` = Σ_j Var(est_j), the total variance of one estimate.
+    """
+    n = est.shape[0]
+    mean = est.mean(0)
+    se = est.std(0) / math.sqrt(n) if n > 1 else torch.full_like(mean, float("inf"))
+    diff = (mean - exact).abs()
+    exact_match = diff <= 1e-12 * (1 + exact.abs())
+    z = torch.where(exact_match, torch.zeros_like(diff), diff / se.clamp_min(1e-300))
+    return {"mean": mean, "bias": float((mean - exact).norm()), "se": se, "z": float(z.max()),
+            "noise": float(se.norm()), "variance": float(est.var(0).sum()) if n > 1 else 0.0}
+
+
+def repeated_estimates(name: str, logits: torch.Tensor, f, n_samples: int, repeats: int,
+                       tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``repeats`` independent gradient estimates, each the mean of ``n_samples`` per-sample
+    estimates of :func:`estimates`: ``(repeats, K)``."""
+    if name == "REINFORCE + baseline":  # the baseline is computed within each batch
+        return torch.stack([estimates(name, logits, f, n_samples, tau, generator).mean(0)
+                            for _ in range(repeats)])
+    est = estimates(name, logits, f, n_samples * repeats, tau, generator)
+    return est.reshape(repeats, n_samples, -1).mean(1)

@@ -39,7 +39,8 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+import torch._dynamo  # torch.optim imports it when an optimizer is built (~2 s): paid here, in
+from torch import nn  # a notebook's set-up cell, rather than in its first training run
 
 from .. import _validate, hard
 from . import loop

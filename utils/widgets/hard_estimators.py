@@ -1,10 +1,9 @@
 """Chapter 7's estimator lab: measure bias and variance of gradient estimators, and explore them.
 
 The problem: J(θ) = E_{i ~ softmax(θ)}[f(e_i)] over K categories, whose exact gradient
-:func:`utils.hard.exact_gradient` computes by enumeration. Every estimator of
-:mod:`utils.hard` returns per-sample estimates ``(n, K)``; :func:`bias_variance` measures them
-against the exact gradient, with standard errors, so "unbiased" is a measured statement
-(the bias is within a few standard errors of 0), not an assumption.
+:func:`utils.hard.exact_gradient` computes by enumeration. The maths lives in
+:mod:`utils.hard` (:func:`~utils.hard.estimates`, :func:`~utils.hard.repeated_estimates`,
+:func:`~utils.hard.bias_variance`, :func:`~utils.hard.lab_rewards`); this module only draws it.
 
 :class:`EstimatorView` shows, for one estimator, reward, τ and batch size n, the spread of
 ``repeats`` independent gradient estimates (each the mean of n samples) around the exact one.
@@ -13,92 +12,17 @@ against the exact gradient, with standard errors, so "unbiased" is a measured st
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..hard import (
-    exact_gradient,
-    gumbel_softmax_gradient,
-    reinforce_gradient,
-    straight_through_gradient,
-)
+from ..hard import ESTIMATORS, bias_variance, exact_gradient, repeated_estimates
+from ..hard import lab_rewards as rewards
 from ._core import Explorer, View
 
-__all__ = [
-    "ESTIMATORS",
-    "EstimatorView",
-    "bias_variance",
-    "estimates",
-    "estimator_explorer",
-    "repeated_estimates",
-    "rewards",
-]
-
-#: the estimators, by the name the lab and the explorer use
-ESTIMATORS = ("REINFORCE", "REINFORCE + baseline", "Gumbel-softmax", "straight-through")
-OFFSET = 10.0
-
-
-def rewards(r: torch.Tensor, offset: float = OFFSET) -> dict[str, torch.Tensor | Callable]:
-    """The lab's three rewards built on a reward vector ``r (K,)``: f(y) = y·r (linear),
-    y·(r + offset) (the same with an offset), and (y·r)² (nonlinear)."""
-    r = r.detach()
-
-    def square(y: torch.Tensor) -> torch.Tensor:
-        return (y @ r.to(y.dtype)) ** 2
-
-    return {"linear": r, f"linear + {offset:g}": r + offset, "nonlinear (y·r)²": square}
-
-
-def estimates(name: str, logits: torch.Tensor, f, n_samples: int, tau: float = 1.0,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n_samples`` per-sample gradient estimates ``(n_samples, K)`` of estimator ``name``.
-
-    "REINFORCE + baseline" uses the leave-one-out batch mean (needs n_samples >= 2);
-    ``tau`` is only used by "Gumbel-softmax".
-    """
-    if name == "REINFORCE":
-        return reinforce_gradient(logits, f, n_samples, generator=generator)
-    if name == "REINFORCE + baseline":
-        return reinforce_gradient(logits, f, n_samples, baseline="mean", generator=generator)
-    if name == "Gumbel-softmax":
-        return gumbel_softmax_gradient(logits, f, tau, n_samples, generator=generator)
-    if name == "straight-through":
-        return straight_through_gradient(logits, f, n_samples, generator=generator)
-    raise ValueError(f"estimator must be one of {ESTIMATORS}, got {name!r}")
-
-
-def bias_variance(est: torch.Tensor, exact: torch.Tensor) -> dict[str, torch.Tensor | float]:
-    """Bias and variance of estimates ``est (n, K)`` of the gradient ``exact (K,)``.
-
-    Returns ``mean (K,)``, ``bias`` = ‖mean - exact‖, ``se (K,)`` the standard errors of the
-    mean, ``z`` = the largest |mean - exact| / se (≈ N(0, 1) if unbiased; 0 when the
-    estimates are exact), ``noise`` = ‖se‖ (the bias an unbiased estimator shows by chance),
-    and ``variance`` = the total variance Σ_j Var(est_j) of one estimate.
-    """
-    n = est.shape[0]
-    mean = est.mean(0)
-    se = est.std(0) / math.sqrt(n) if n > 1 else torch.full_like(mean, float("inf"))
-    diff = (mean - exact).abs()
-    exact_match = diff <= 1e-12 * (1 + exact.abs())
-    z = torch.where(exact_match, torch.zeros_like(diff), diff / se.clamp_min(1e-300))
-    return {"mean": mean, "bias": float((mean - exact).norm()), "se": se, "z": float(z.max()),
-            "noise": float(se.norm()), "variance": float(est.var(0).sum()) if n > 1 else 0.0}
-
-
-def repeated_estimates(name: str, logits: torch.Tensor, f, n_samples: int, repeats: int,
-                       tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``repeats`` independent gradient estimates, each the mean of ``n_samples``: ``(repeats, K)``."""
-    if name == "REINFORCE + baseline":  # the baseline is computed within each batch
-        return torch.stack([estimates(name, logits, f, n_samples, tau, generator).mean(0)
-                            for _ in range(repeats)])
-    est = estimates(name, logits, f, n_samples * repeats, tau, generator)
-    return est.reshape(repeats, n_samples, -1).mean(1)
-
+__all__ = ["EstimatorView", "estimator_explorer"]
 
 class EstimatorView(View):
     """``repeats`` gradient estimates per component (dots) around the exact gradient (red)."""
