@@ -99,7 +99,7 @@ def bigbird(*, window=True, cols=True, rows=True, sampler="distinct", skip_globa
 
 
 def test_bigbird_accepts_the_reference_and_a_correct_mask():
-    assert ex.check_bigbird_mask(ex.reference_bigbird_mask).status == "pass"
+    assert ex.check_bigbird_mask(ex._bigbird_mask).status == "pass"
     assert ex.check_bigbird_mask(bigbird()).status == "pass"
 
 
@@ -195,8 +195,7 @@ def test_sliding_window_two_too_wide_is_values_with_the_pair_count():
 @pytest.mark.parametrize("extra", [1, -1])
 def test_blockwise_window_one_off_is_values_not_another_bug(extra):
     def off(q, k, v, window, block):
-        mask = sliding_window_mask(q.shape[-2], max(window + extra, 0))
-        return attention.scaled_dot_product_attention(q, k, v, mask=mask)[0]
+        return blockwise()(q, k, v, max(window + extra, 0), block)
 
     result = ex.check_blockwise_attention(off)
     assert result.diagnosis == "values" and "first at index" in result.message
@@ -204,12 +203,12 @@ def test_blockwise_window_one_off_is_values_not_another_bug(extra):
 
 def test_bigbird_must_draw_from_the_generator():
     def global_rng(n, w, g, r, generator=None):
-        return ex.reference_bigbird_mask(n, w, g, r)  # ignores the generator passed
+        return ex._bigbird_mask(n, w, g, r)  # ignores the generator passed
 
     assert ex.check_bigbird_mask(global_rng).diagnosis == "ignores_generator"
 
     def own_seed(n, w, g, r, generator=None):  # a generator, but always the same seed
-        return ex.reference_bigbird_mask(n, w, g, r, generator=torch.Generator().manual_seed(0))
+        return ex._bigbird_mask(n, w, g, r, generator=torch.Generator().manual_seed(0))
 
     assert ex.check_bigbird_mask(own_seed).diagnosis == "not_random"
 
@@ -235,7 +234,7 @@ def test_bigbird_random_keys_must_be_uniform():
 def test_bigbird_global_tokens_changed_in_place_is_named():
     def sorts(n, w, global_tokens, n_random, generator=None):
         global_tokens.append(global_tokens[0])
-        return ex.reference_bigbird_mask(n, w, global_tokens, n_random, generator=generator)
+        return ex._bigbird_mask(n, w, global_tokens, n_random, generator=generator)
 
     result = ex.check_bigbird_mask(sorts)
     assert result.diagnosis == "mutated_input" and "`global_tokens`" in result.message
@@ -246,7 +245,7 @@ def test_bigbird_correct_answers_from_other_random_streams_pass():
     for skip in range(1, 6):
         def shifted(n, w, g, r, generator=None, skip=skip):
             torch.rand(skip, generator=generator)
-            return ex.reference_bigbird_mask(n, w, g, r, generator=generator)
+            return ex._bigbird_mask(n, w, g, r, generator=generator)
 
         assert ex.check_bigbird_mask(shifted).status == "pass"
 
@@ -262,3 +261,69 @@ def test_bigbird_correct_answers_from_other_random_streams_pass():
         return mask
 
     assert ex.check_bigbird_mask(multinomial).status == "pass"
+
+
+# --------------------------------------------------------------------------- one utils call / dense
+
+
+def _dense_utils(q, k, v, window, block):
+    n = q.shape[-2]
+    return attention.scaled_dot_product_attention(q, k, v, mask=sliding_window_mask(n, window))[0]
+
+
+def _dense_by_hand(q, k, v, window, block):
+    n = q.shape[-2]
+    i = torch.arange(n)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill((i[:, None] - i[None, :]).abs() > window, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def _dense_torch_sdpa(q, k, v, window, block):
+    n = q.shape[-2]
+    i = torch.arange(n)
+    band = (i[:, None] - i[None, :]).abs() <= window
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band)
+
+
+def _rows_against_all_keys(q, k, v, window, block):
+    """Blocks of queries against *all* keys: no n x n tensor, but n^2 scores in all."""
+    n = q.shape[-2]
+    out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+    i = torch.arange(n)
+    for start in range(0, n, block):
+        rows = i[start:start + block]
+        scores = q[..., rows, :] @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        scores = scores.masked_fill((rows[:, None] - i[None, :]).abs() > window, float("-inf"))
+        out[..., rows, :] = torch.softmax(scores, dim=-1) @ v
+    return out
+
+
+@pytest.mark.parametrize("dense", [_dense_by_hand, _dense_torch_sdpa, _rows_against_all_keys])
+def test_blockwise_rejects_dense_masked_attention(dense):
+    result = ex.check_blockwise_attention(dense)
+    assert result.status == "fail" and result.diagnosis == "dense_scores", result.message
+
+
+def test_blockwise_rejects_the_library():
+    from utils.sparse import sliding_window_attention
+
+    def one_call(q, k, v, window, block):
+        return sliding_window_attention(q, k, v, window, block_size=block)
+
+    for answer in (one_call, _dense_utils):
+        result = ex.check_blockwise_attention(answer)
+        assert result.status == "fail" and result.diagnosis == "used_library", result.message
+
+
+def test_masks_reject_the_library():
+    from utils import masks
+
+    result = ex.check_sliding_window_mask(lambda n, window: masks.sliding_window_mask(n, window))
+    assert result.diagnosis == "used_library", result.message
+    result = ex.check_bigbird_mask(
+        lambda n, window, g, r, generator=None: masks.bigbird_mask(n, window, g, r, generator))
+    assert result.diagnosis == "used_library", result.message
+    result = ex.check_bigbird_mask(
+        lambda n, window, g, r, generator=None: ex.reference_bigbird_mask(n, window, g, r, generator))
+    assert result.diagnosis == "used_library", result.message

@@ -3,10 +3,15 @@ sliding-window attention."""
 
 from __future__ import annotations
 
-import torch
+import functools
 
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .. import masks
 from ..attention import scaled_dot_product_attention
 from ..masks import sliding_window_mask
+from ..sparse import sliding_window_attention
 from ._core import (
     FAIL,
     Case,
@@ -50,7 +55,13 @@ def _count(mask) -> str:
 
 
 def _sliding_window_mask(n, window):
-    return sliding_window_mask(n, window)
+    i = torch.arange(n)
+    return (i[:, None] - i[None, :]).abs() <= window
+
+
+#: library masks that answer exercises 1 and 2 in one call: the exercise is to write them
+_MASKS = (masks.sliding_window_mask, masks.dilated_mask, masks.bigbird_mask, masks.block_mask,
+          masks.causal_mask)
 
 
 @register(_sliding_window_mask)
@@ -78,7 +89,7 @@ def check_sliding_window_mask(fn) -> CheckResult:
                         "the diagonal is missing: a token must see itself (|i − j| = 0 ≤ w)."),
     }
     result = run_check(name, fn, _sliding_window_mask, [Case(s) for s in sizes], bugs,
-                       verbose=False)
+                       verbose=False, forbid=_MASKS)
     if result.status == FAIL and result.diagnosis in ("values", *bugs):
         # the pair count makes the mistake concrete, on the first case that fails
         with guarded():
@@ -100,10 +111,12 @@ def check_sliding_window_mask(fn) -> CheckResult:
 # --------------------------------------------------------------------------- exercise 2
 
 
-def reference_bigbird_mask(n: int, window: int, global_tokens, n_random: int,
+def _bigbird_mask(n: int, window: int, global_tokens, n_random: int,
                            generator: torch.Generator | None = None) -> torch.Tensor:
     """BigBird's rule: window ``|i - j| <= window``, global rows and columns, and for every
-    non-global query ``n_random`` distinct keys among those it does not already see."""
+    non-global query ``n_random`` distinct keys among those it does not already see.
+    (The registered solution; :func:`reference_bigbird_mask` is the public name, which the
+    check does not accept as an answer.)"""
     mask = sliding_window_mask(n, window)
     g = torch.as_tensor(list(global_tokens), dtype=torch.long)
     mask[g, :] = True
@@ -115,6 +128,14 @@ def reference_bigbird_mask(n: int, window: int, global_tokens, n_random: int,
         pick = unseen[torch.randperm(len(unseen), generator=generator)[:n_random]]
         mask[i, pick] = True
     return mask
+
+
+def reference_bigbird_mask(n: int, window: int, global_tokens, n_random: int,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """BigBird's rule, as :func:`utils.masks.bigbird_mask` (drawn by a per-query
+    ``torch.randperm``): window ``|i - j| <= window``, global rows and columns, and for every
+    non-global query ``n_random`` distinct keys among those it does not already see."""
+    return _bigbird_mask(n, window, global_tokens, n_random, generator=generator)
 
 
 _BIGBIRD_CASES = [  # (n, window, global tokens, random keys per query)
@@ -199,7 +220,7 @@ def _uniformity(fn, n, window, global_tokens, n_random) -> None:
                           f"{list(global_tokens)}, n_random = {n_random})")
 
 
-@register(reference_bigbird_mask)
+@register(_bigbird_mask)
 def check_bigbird_mask(fn) -> CheckResult:
     """``fn(n, window, global_tokens, n_random, generator) -> (n, n) bool``: BigBird's pattern.
 
@@ -231,7 +252,7 @@ def check_bigbird_mask(fn) -> CheckResult:
         _uniformity(fn, *_BIGBIRD_CASES[0])
         return f"correct on {len(_BIGBIRD_CASES)} test case(s)."
 
-    return custom_check(name, body)
+    return custom_check(name, body, forbid=(masks.bigbird_mask, reference_bigbird_mask))
 
 
 # --------------------------------------------------------------------------- exercise 3
@@ -263,7 +284,69 @@ def _blockwise_reference(q, k, v, window, block):
     return scaled_dot_product_attention(q, k, v, mask=sliding_window_mask(n, window))[0]
 
 
-@register(_blockwise_reference)
+_PRODUCTS = {torch.ops.aten.mm.default, torch.ops.aten.bmm.default, torch.ops.aten.addmm.default,
+             torch.ops.aten.baddbmm.default, torch.ops.aten.matmul.default}
+_DENSE = "computes or stores as much as dense attention"
+
+
+class _Work(TorchDispatchMode):
+    """Records what a call computes: the largest tensor any operation creates (elements) and the
+    entries of every matrix product's output, summed."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest, self.products = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+                if func in _PRODUCTS:
+                    self.products += t.numel()
+        return out
+
+
+def _measured(fn):
+    """``fn`` that fails, on a sequence of at least 8 blocks, when it computes or stores as much
+    as dense attention: a tensor of n²/2 entries or more (the n × n scores or a dense mask), or
+    matrix products whose outputs add up to n²/2 or more (blockwise: about 3·block·n scores)."""
+
+    @functools.wraps(fn)
+    def wrapped(q, k, v, window, block):
+        n = q.shape[-2]
+        if n < 8 * block:
+            return fn(q, k, v, window, block)
+        seqs = q[..., 0, 0].numel()
+        with _Work() as work:
+            out = fn(q, k, v, window, block)
+        limit = seqs * n * n // 2
+        if work.largest >= limit or work.products >= limit:
+            raise RuntimeError(
+                f"{_DENSE}: at n = {n}, block = {block}, one tensor of {work.largest:,} entries "
+                f"and matrix products of {work.products:,} entries in all; a dense n × n matrix "
+                f"has {n * n:,}, blockwise scores about 3·block·n = {3 * block * n:,}")
+        return out
+
+    return wrapped
+
+
+def _blockwise_solution(q, k, v, window, block):
+    """A correct answer, block by block (the registered solution)."""
+    n = q.shape[-2]
+    out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+    for start in range(0, n, block):
+        lo, hi = max(start - block, 0), min(start + 2 * block, n)  # blocks i-1, i, i+1
+        rows, cols = torch.arange(start, start + block), torch.arange(lo, hi)
+        scores = q[..., start:start + block, :] @ k[..., lo:hi, :].transpose(-2, -1)
+        scores = scores / q.shape[-1] ** 0.5
+        band = (rows[:, None] - cols[None, :]).abs() <= window
+        weights = torch.softmax(scores.masked_fill(~band, float("-inf")), dim=-1)
+        out[..., start:start + block, :] = weights @ v[..., lo:hi, :]
+    return out
+
+
+@register(_blockwise_solution)
 def check_blockwise_attention(fn) -> CheckResult:
     """``fn(q, k, v, window, block) -> (..., n, d_v)``: sliding-window attention computed block by
     block (``block >= window``, ``n`` a multiple of ``block``); must equal dense attention with
@@ -272,6 +355,8 @@ def check_blockwise_attention(fn) -> CheckResult:
         Case((_randn(12, 4), _randn(12, 4, seed=1), _randn(12, 3, seed=2), 2, 4)),
         Case((_randn(2, 16, 4, seed=3), _randn(2, 16, 4, seed=4), _randn(2, 16, 5, seed=5), 3, 4)),
         Case((_randn(15, 2, seed=6), _randn(15, 2, seed=7), _randn(15, 2, seed=8), 5, 5)),
+        # 8 blocks: measured, so dense masked attention (the n x n scores) fails
+        Case((_randn(64, 4, seed=9), _randn(64, 4, seed=10), _randn(64, 4, seed=11), 4, 8)),
     ]
     window = lambda n, w, b: sliding_window_mask(n, w)  # noqa: E731
     bugs = {
@@ -294,6 +379,10 @@ def check_blockwise_attention(fn) -> CheckResult:
             "block) before the softmax."),
         "missing_scale": (_unscaled, "the scores are not scaled: divide Q Kᵀ by √d_k."),
     }
-    return run_check("blockwise sliding-window attention", fn,
-                     _blockwise_reference, cases, bugs, atol=1e-8)
+    raised = {"dense_scores": (_DENSE, "compute the scores block by block: each block of queries "
+                                       "against its own and its neighbour blocks' keys only, "
+                                       "never the n × n scores or an n × n mask.")}
+    return run_check("blockwise sliding-window attention", _measured(fn),
+                     _blockwise_reference, cases, bugs, atol=1e-8, raised_hints=raised,
+                     forbid=(sliding_window_attention, masks.sliding_window_mask))
 
