@@ -158,7 +158,7 @@ def test_without_the_mask_it_copies_and_cannot_generate(runs, seed):
     assert m["next"] > 0.8, m  # position i reads key i + 1, the answer
     top = m["top weight"]  # the last query, which has no key i + 1, spreads its weight
     assert top[-1] < top[1:-1].mean(), m
-    assert m["grammar"] <= 0.2, m  # its sentences break the grammar
+    assert m["grammar"] <= 0.05, m  # its sentences break the grammar
 
 
 @pytest.mark.parametrize("seed", SEEDS)
