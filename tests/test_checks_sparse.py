@@ -327,3 +327,36 @@ def test_masks_reject_the_library():
     result = ex.check_bigbird_mask(
         lambda n, window, g, r, generator=None: ex.reference_bigbird_mask(n, window, g, r, generator))
     assert result.diagnosis == "used_library", result.message
+
+
+# --------------------------------------------------------------------------- exercise 4: predict
+
+
+def test_reach_prediction_is_what_runs():
+    assert ex._predicted_reach() == ex._reach_outcome()
+    assert ex.check_reach_prediction(ex._predicted_reach).status == "pass"
+    assert ex.check_reach_prediction(_not_attempted).status == "not attempted"
+
+
+@pytest.mark.parametrize(("change", "diagnosis"), [
+    ({"local": 3}, "wrong_prediction"),             # one layer's reach
+    ({"dilated": 12}, "wrong_prediction"),          # forgot the gap
+    ({"odd": True}, "wrong_prediction"),            # odd offsets filled in by stacking
+    ({"global_layers": 1}, "wrong_prediction"),
+    ({"global_layers": 2.0}, "wrong_type"),
+    ({"odd": 0}, "wrong_type"),
+    ({"local": True}, "wrong_type"),
+])
+def test_reach_prediction_diagnoses(change, diagnosis):
+    answer = {**ex._predicted_reach(), **change}
+    result = ex.check_reach_prediction(lambda: dict(answer))
+    assert result.diagnosis == diagnosis, result.message
+
+
+def test_reach_prediction_refuses_computing():
+    def computes():
+        return ex._reach_outcome()
+
+    assert ex.check_reach_prediction(computes).diagnosis == "used_library"
+    assert ex.check_reach_prediction(lambda: [12, 24, False, 2]).diagnosis == "wrong_type"
+    assert ex.check_reach_prediction(lambda: {"local": 12}).diagnosis == "wrong_output"

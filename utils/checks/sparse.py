@@ -27,7 +27,8 @@ from ._core import (
 )
 from ._core import randn as _randn
 
-__all__ = ["check_bigbird_mask", "check_blockwise_attention", "check_sliding_window_mask",
+__all__ = ["REACH_QUESTIONS", "check_bigbird_mask", "check_blockwise_attention",
+           "check_reach_prediction", "check_sliding_window_mask",
            "window_pairs"]
 
 
@@ -386,3 +387,86 @@ def check_blockwise_attention(fn) -> CheckResult:
                      _blockwise_reference, cases, bugs, atol=1e-8, raised_hints=raised,
                      forbid=(sliding_window_attention, masks.sliding_window_mask))
 
+
+
+# --------------------------------------------------------------------------- exercise 4: predict
+
+#: the questions of the receptive-field prediction (N = 64, inputs seen by the middle token)
+REACH_QUESTIONS = {
+    "local": "after 4 layers of the window w = 3: the farthest input (distance) token 32 has seen",
+    "dilated": "after 4 layers of the dilated window (w = 3, gap 2): the farthest input token 32 "
+               "has seen",
+    "odd": "after those 4 dilated layers: has token 32 seen any input at an odd distance? "
+           "(True / False)",
+    "global_layers": "window w = 3 plus one global token (position 0): layers until every token "
+                     "has seen every input",
+}
+
+
+def _reach_outcome() -> dict:
+    """What runs: the answers computed with boolean matrix powers (utils.cost.reach)."""
+    from .. import cost
+
+    n, mid = 64, 32
+    offsets = (torch.arange(n) - mid).abs()
+    local = cost.reach(masks.sliding_window_mask(n, 3), 4)[mid]
+    dilated = cost.reach(masks.dilated_mask(n, 3, 2), 4)[mid]
+    with_global = masks.sliding_window_mask(n, 3) | masks.global_mask(n, [0])
+    return {"local": int(offsets[local].max()), "dilated": int(offsets[dilated].max()),
+            "odd": bool((offsets[dilated] % 2 == 1).any()),
+            "global_layers": cost.layers_to_reach_all(with_global)}
+
+
+def _predicted_reach() -> dict:
+    """The right prediction (a test checks it against :func:`_reach_outcome`)."""
+    return {"local": 12, "dilated": 24, "odd": False, "global_layers": 2}
+
+
+_REACH_WHY = {
+    "local": "each layer widens the view by w on each side: L·w",
+    "dilated": "each dilated layer reaches w·gap further: L·w·gap",
+    "odd": "every dilated step is a multiple of the gap, so a sum of them is even: odd distances "
+           "are never reached, however many layers",
+    "global_layers": "one layer for the global token to read everyone, one for everyone to read it",
+}
+
+
+@register(_predicted_reach)
+def check_reach_prediction(fn) -> CheckResult:
+    """``fn() -> {"local": int, "dilated": int, "odd": bool, "global_layers": int}``: the
+    student's prediction of :data:`REACH_QUESTIONS`, compared with what runs (boolean matrix
+    powers). A prediction: the check fails a function that computes the reach."""
+    from .. import cost
+
+    forbid = (cost.reach, cost.layers_to_reach_all, masks.sliding_window_mask,
+              masks.dilated_mask, masks.global_mask)
+
+    def body() -> str:
+        got = call_student(fn)
+        if got is None:
+            raise CheckFailed("no_return", "your function returned None: did you forget "
+                              "`return`?")
+        if not isinstance(got, dict):
+            raise CheckFailed("wrong_type", "return a dict such as {\"local\": 10, \"dilated\": 20, "
+                              f"\"odd\": True, \"global_layers\": 3}}, not {type(got).__name__}.")
+        missing = [key for key in REACH_QUESTIONS if key not in got]
+        if missing:
+            raise CheckFailed("wrong_output", f"predict every answer: missing {missing} (keys "
+                              f"{list(REACH_QUESTIONS)}).")
+        for key, value in got.items():
+            if key not in REACH_QUESTIONS:
+                continue
+            want_bool = key == "odd"
+            if want_bool != isinstance(value, bool) or not isinstance(value, int):
+                kind = "True or False" if want_bool else "a whole number (an int)"
+                raise CheckFailed("wrong_type", f"“{key}” must be {kind}, got "
+                                  f"{type(value).__name__} {value!r}.")
+        outcome = _reach_outcome()
+        wrong = [f"“{key}”: you predicted {got[key]!r}, it is {outcome[key]!r} ({_REACH_WHY[key]})"
+                 for key in REACH_QUESTIONS if got[key] != outcome[key]]
+        if wrong:
+            raise CheckFailed("wrong_prediction", "; ".join(wrong) + ".")
+        return ("all four predictions hold: " + ", ".join(f"{k} = {outcome[k]!r}"
+                                                          for k in REACH_QUESTIONS) + ".")
+
+    return custom_check("receptive-field prediction", body, forbid=forbid)
