@@ -298,6 +298,12 @@ class _Work(TorchDispatchMode):
         super().__init__()
         self.largest, self.products = 0, 0
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # as utils.cost's memory counter: torch would otherwise import torch._dynamo on the
+        # first call (seconds); nothing here is compiled.
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else (out,):
