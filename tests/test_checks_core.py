@@ -272,6 +272,24 @@ def test_forbidden_functions_are_noticed_directly_and_indirectly():
     assert result.diagnosis == "used_library"
 
 
+def test_forbidden_tensor_methods_are_noticed_when_called_on_a_tensor():
+    def method(s, dim=-1):
+        return s.softmax(dim)
+
+    def unbound(s, dim=-1):
+        return torch.Tensor.softmax(s, dim)
+
+    def own(s, dim=-1):
+        e = (s - s.amax(dim, keepdim=True)).exp()
+        return e / e.sum(dim, keepdim=True)
+
+    cases = [Case((_x(2, 3),))]
+    for fn in (method, unbound):
+        result = run_check("softmax", fn, own, cases, forbid=(torch.Tensor.softmax,), verbose=False)
+        assert result.diagnosis == "used_library" and "Tensor.softmax" in result.message
+    assert run_check("softmax", own, own, cases, forbid=(torch.Tensor.softmax,), verbose=False)
+
+
 # ------------------------------------------------------------------------------ custom checks
 
 

@@ -337,14 +337,20 @@ def _qualname(f) -> str:
 @contextlib.contextmanager
 def _watching(forbid: Sequence) -> Iterator[list[str]]:
     """Record calls of the ``forbid`` functions (Python functions, classes: their methods;
-    builtins such as ``torch.softmax``: by identity) while the block runs."""
+    builtins such as ``torch.softmax``: by identity; methods of a builtin type such as
+    ``torch.Tensor.softmax``: by name, when called on an instance, ``x.softmax(-1)``)
+    while the block runs."""
     used: list[str] = []
     if not forbid:
         yield used
         return
-    codes, builtins = {}, {}
+    codes, builtins, methods = {}, {}, {}
     for f in forbid:
-        if isinstance(f, type):
+        if inspect.ismethoddescriptor(f) and isinstance(getattr(f, "__objclass__", None), type):
+            name = f"Tensor.{f.__name__}" if issubclass(torch.Tensor, f.__objclass__) else _qualname(f)
+            methods[f.__name__] = (f.__objclass__, name)
+            builtins[id(f)] = name  # called as torch.Tensor.softmax(x)
+        elif isinstance(f, type):
             for member in vars(f).values():
                 member = inspect.unwrap(getattr(member, "__func__", member))
                 if hasattr(member, "__code__"):
@@ -359,6 +365,9 @@ def _watching(forbid: Sequence) -> Iterator[list[str]]:
             name = codes[frame.f_code]
         elif event == "c_call" and id(arg) in builtins:
             name = builtins[id(arg)]
+        elif (event == "c_call" and getattr(arg, "__name__", None) in methods
+              and isinstance(getattr(arg, "__self__", None), methods[arg.__name__][0])):
+            name = methods[arg.__name__][1]
         else:
             return
         if name not in used:
