@@ -64,10 +64,10 @@ def test_hard_reference_passes_and_stub_not_attempted():
     assert ch.check_hard_attention(stub, verbose=False).status == "not attempted"
 
 
-def test_hard_library_passes():
-    assert ch.check_hard_attention(
+def test_hard_library_call_is_noticed():
+    assert_diagnosis(ch.check_hard_attention(
         lambda s, v, generator=None: hard.hard_attention(s, v, generator=generator),
-        verbose=False)
+        verbose=False), "used_library")
 
 
 @pytest.mark.parametrize("key", HARD_BUGS)
@@ -99,10 +99,11 @@ def test_gumbel_reference_passes_and_stub_not_attempted():
     assert ch.check_gumbel_softmax(stub, verbose=False).status == "not attempted"
 
 
-def test_gumbel_library_passes():
-    assert ch.check_gumbel_softmax(
-        lambda x, tau, generator=None: hard.gumbel_softmax(x, tau, generator=generator),
-        verbose=False)
+@pytest.mark.parametrize("library", [
+    lambda x, tau, generator=None: hard.gumbel_softmax(x, tau, generator=generator),
+    lambda x, tau, generator=None: torch.nn.functional.gumbel_softmax(x, tau)])
+def test_gumbel_library_call_is_noticed(library):
+    assert_diagnosis(ch.check_gumbel_softmax(library, verbose=False), "used_library")
 
 
 @pytest.mark.parametrize("key", list(ch.GUMBEL_BUGS))
@@ -140,9 +141,11 @@ def test_reinforce_reference_passes_and_stub_not_attempted():
     assert ch.check_reinforce(stub, verbose=False).status == "not attempted"
 
 
-def test_reinforce_library_passes():
-    assert ch.check_reinforce(lambda t, r, n, generator=None: hard.reinforce_gradient(
-        t, r, n, baseline="mean", generator=generator), verbose=False)
+def test_reinforce_library_call_is_noticed():
+    assert_diagnosis(ch.check_reinforce(lambda t, r, n, generator=None: hard.reinforce_gradient(
+        t, r, n, baseline="mean", generator=generator), verbose=False), "used_library")
+    assert_diagnosis(ch.check_reinforce(lambda t, r, n, generator=None: hard.estimates(
+        "REINFORCE + baseline", t, r, n, generator=generator), verbose=False), "used_library")
 
 
 def test_reinforce_with_the_expected_reward_as_baseline_passes():
@@ -192,6 +195,11 @@ def test_topk_reference_passes_and_stub_not_attempted():
     assert ch.check_topk_attention(stub, verbose=False).status == "not attempted"
 
 
+def test_topk_library_call_is_noticed():
+    assert_diagnosis(ch.check_topk_attention(lambda s, v, k: hard.topk_attention(s, v, k),
+                                             verbose=False), "used_library")
+
+
 @pytest.mark.parametrize("key", ["not_renormalised", "masked_with_zero", "bottom_k", "off_by_one",
                                  "softmax_of_weights"])
 def test_topk_bugs_are_named(key):
@@ -200,7 +208,7 @@ def test_topk_bugs_are_named(key):
 
 def test_topk_wrong_shape_is_named():
     def flat(scores, values, k):
-        c, w = hard.topk_attention(scores, values, k)
+        c, w = ch._topk_solution(scores, values, k)
         return c.reshape(-1), w
 
     assert_diagnosis(ch.check_topk_attention(flat, verbose=False), "wrong_shape")
@@ -254,3 +262,49 @@ def test_hard_attention_index_dtype_and_nan_context():
         return out
 
     assert_diagnosis(ch.check_hard_attention(changes_scores, verbose=False), "mutated_input")
+
+
+# ----------------------------------------------------------------------------- straight-through
+
+
+def _one_hot_of(y_soft):
+    return torch.zeros_like(y_soft).scatter(-1, y_soft.argmax(-1, keepdim=True), 1.0)
+
+
+def _st_bug(kind):
+    def fn(logits, tau, generator=None):
+        y_soft = ch._gumbel_solution(logits, 1.0 if kind == "values" else tau, generator)
+        y_hard = _one_hot_of(y_soft)
+        if kind == "not_one_hot":
+            return y_soft
+        if kind == "no_gradient":
+            return y_hard
+        if kind == "wrong_sign":
+            return y_hard - y_soft + y_soft.detach()
+        if kind == "softmax_backward":
+            alpha = torch.softmax(logits, -1)
+            return y_hard + alpha - alpha.detach()
+        if kind == "wrong_sample":  # ignores the generator
+            return ch._st_solution(logits, tau)
+        return y_hard + y_soft - y_soft.detach()  # "values": y_soft at τ = 1
+
+    return fn
+
+
+def test_straight_through_reference_passes_and_stub_not_attempted():
+    assert ch.check_straight_through(ch._st_solution, verbose=False)
+    assert ch.check_straight_through(stub, verbose=False).status == "not attempted"
+
+
+@pytest.mark.parametrize("key", ["not_one_hot", "no_gradient", "wrong_sign", "softmax_backward",
+                                 "wrong_sample", "values"])
+def test_straight_through_bugs_are_named(key):
+    assert_diagnosis(ch.check_straight_through(_st_bug(key), verbose=False), key)
+
+
+@pytest.mark.parametrize("library", [
+    lambda x, tau, generator=None: hard.gumbel_softmax(x, tau, hard=True, generator=generator),
+    lambda x, tau, generator=None: torch.nn.functional.gumbel_softmax(x, tau, hard=True)])
+def test_straight_through_library_call_is_noticed(library):
+    assert_diagnosis(ch.check_straight_through(library, verbose=False), "used_library")
+

@@ -30,7 +30,13 @@ from .cross_attention import (
     check_padded_cross_attention,
     check_rows_without_translation,
 )
-from .hard import check_gumbel_softmax, check_hard_attention, check_reinforce, check_topk_attention
+from .hard import (
+    check_gumbel_softmax,
+    check_hard_attention,
+    check_reinforce,
+    check_straight_through,
+    check_topk_attention,
+)
 from .multihead import (
     check_grouped_query_attention,
     check_merge_heads,
@@ -79,6 +85,7 @@ __all__ = [
     "check_sinusoidal",
     "check_sliding_window_mask",
     "check_split_heads",
+    "check_straight_through",
     "check_topk_attention",
     "check_zeroed_heads",
     "compare",

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..hard import exact_gradient, reinforce_gradient, topk_attention
+from .. import hard
+from ..hard import exact_gradient, reinforce_gradient
 from ._core import (
     Case,
     CheckFailed,
@@ -29,7 +30,10 @@ from ._core import (
     run_check,
 )
 
-__all__ = ["check_gumbel_softmax", "check_hard_attention", "check_reinforce", "check_topk_attention"]
+__all__ = [
+    "check_gumbel_softmax", "check_hard_attention", "check_reinforce", "check_straight_through",
+    "check_topk_attention",
+]
 
 D = torch.float64
 Z = 4.5  # standard errors allowed between a statistic and its expected value
@@ -169,7 +173,7 @@ def check_hard_attention(fn: Callable, verbose: bool = True) -> CheckResult:
                           f"do not follow softmax(scores) = "
                           f"{_fmt(torch.softmax(HARD_ROWS[0], -1))} ({z:.0f} standard errors off).")
 
-    return custom_check(name, body, verbose=verbose)
+    return custom_check(name, body, forbid=(hard.hard_attention,), verbose=verbose)
 
 
 def _fmt(x: torch.Tensor) -> str:
@@ -330,7 +334,8 @@ def check_gumbel_softmax(fn: Callable, verbose: bool = True) -> CheckResult:
         raise CheckFailed("wrong_distribution", f"{hint} ({z:.0f} standard errors off, "
                           f"'{where}').")
 
-    return custom_check(name, body, verbose=verbose)
+    return custom_check(name, body, verbose=verbose,
+                        forbid=(hard.gumbel_softmax, torch.nn.functional.gumbel_softmax))
 
 
 # ----------------------------------------------------------------------------- exercise 3
@@ -461,7 +466,8 @@ def check_reinforce(fn: Callable, verbose: bool = True) -> CheckResult:
         raise CheckFailed("biased", f"the mean of your estimates {_fmt(mean)} differs from the "
                           f"exact gradient {_fmt(exact)} ({z:.0f} standard errors).")
 
-    return custom_check(name, body, verbose=verbose)
+    return custom_check(name, body, verbose=verbose,
+                        forbid=(hard.reinforce_gradient, hard.estimates))
 
 
 # ----------------------------------------------------------------------------- exercise 4
@@ -487,7 +493,10 @@ def _topk_variant(kind: str) -> Callable:
 
 
 def _topk_solution(scores, values, k):
-    return topk_attention(scores, values, k)
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, scores.topk(k, dim=-1).indices,
+                                                              True)
+    weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+    return (weights.unsqueeze(-2) @ values).squeeze(-2), weights
 
 
 @register(_topk_solution)
@@ -512,4 +521,102 @@ def check_topk_attention(fn: Callable, verbose: bool = True) -> CheckResult:
                                "the kept α_i by their sum, or softmax the kept *scores*."),
     }
     return run_check("top-k attention", fn, _topk_solution, cases, bugs,
-                     returns=("context", "weights"), verbose=verbose)
+                     returns=("context", "weights"), forbid=(hard.topk_attention,),
+                     verbose=verbose)
+
+
+# ----------------------------------------------------------------------------- straight-through
+
+ST_LOGITS = torch.tensor([[1.0, 0.0, 0.5, -0.5, 0.2], [0.3, 2.0, -1.0, 0.0, 0.1],
+                          [0.0, 0.0, 0.0, 0.0, 0.0], [-1.0, 0.5, 1.5, 0.2, -0.3]], dtype=D)
+ST_TAU = 0.5
+_ST_WEIGHTS = torch.linspace(-1.0, 2.0, 20, dtype=D).reshape(4, 5)  # a loss Σ w·y to backprop
+
+
+def _st_solution(logits, tau, generator=None):
+    y_soft = _gumbel_solution(logits, tau, generator)
+    index = y_soft.argmax(dim=-1, keepdim=True)
+    y_hard = torch.zeros_like(y_soft).scatter(-1, index, 1.0)
+    return y_hard + y_soft - y_soft.detach()
+
+
+def _st_probe(fn: Callable) -> Callable:
+    """Call ``fn`` on a leaf copy of the logits; return its value and the gradient of Σ w·y."""
+
+    def probe(logits, tau, generator=None):
+        leaf = torch.zeros_like(logits, requires_grad=True)
+        theta = logits + leaf  # not a leaf: an in-place change raises no autograd error
+        y = fn(theta, tau, generator=generator)
+        if not torch.equal(theta.detach(), logits):  # changed in place: show it on the input
+            logits.copy_(theta.detach())
+        grad = None
+        if isinstance(y, torch.Tensor) and y.requires_grad and y.shape == theta.shape:
+            (grad,) = torch.autograd.grad((y * _ST_WEIGHTS.to(y.dtype)).sum(), leaf,
+                                          allow_unused=True)
+        return (y.detach() if isinstance(y, torch.Tensor) else y), grad
+
+    probe.__name__ = getattr(fn, "__name__", "probe")
+    return probe
+
+
+def _st_reference(seed: int, soft: str = "gumbel") -> tuple[torch.Tensor, torch.Tensor]:
+    theta = ST_LOGITS.clone().requires_grad_(True)
+    if soft == "gumbel":
+        y_soft = _gumbel_solution(theta, ST_TAU, _gen(seed))
+    else:  # the lab's straight-through: backward through α = softmax(logits)
+        y_soft = torch.softmax(theta, -1)
+    (grad,) = torch.autograd.grad((y_soft * _ST_WEIGHTS).sum(), theta)
+    return _st_solution(ST_LOGITS, ST_TAU, _gen(seed)).detach(), grad
+
+
+@register(_st_solution)
+def check_straight_through(fn: Callable, verbose: bool = True) -> CheckResult:
+    """``fn(logits (B, K), tau, generator) -> y (B, K)``: straight-through Gumbel-softmax.
+
+    The value must be exactly the one-hot of argmax(softmax((logits + g)/τ)) (g drawn as in
+    the Gumbel-softmax exercise, from ``generator``), and the gradient of any loss the
+    gradient through the relaxed sample softmax((logits + g)/τ) (Jang et al. 2016, §2.2).
+    """
+    name = "straight-through Gumbel-softmax"
+    probe = _st_probe(fn)
+
+    def body() -> str:
+        y, grad = call_student(probe, ST_LOGITS, ST_TAU, generator=_gen(1))
+        y = expect_tensor(y, "y", shape=tuple(ST_LOGITS.shape), dtype=D)
+        want_y, want_grad = _st_reference(1)
+        # y_hard + (y_soft - y_soft.detach()) is one-hot up to round-off (about 1e-16)
+        one_hot = bool(((y.abs() < 1e-12) | ((y - 1).abs() < 1e-12)).all()) and bool(
+            ((y - 1).abs() < 1e-12).sum(-1).eq(1).all())
+        if not one_hot:
+            soft = bool((y > 0).all()) and torch.allclose(y.sum(-1), torch.ones(4, dtype=D))
+            raise CheckFailed("not_one_hot", (
+                "the forward value is the relaxed sample, not a one-hot: return y_hard + "
+                "(y_soft - y_soft.detach()), whose value is exactly y_hard." if soft else
+                f"the forward value must be exactly one-hot per row; got {_fmt(y[0])} in row 0."))
+        if not torch.allclose(y, want_y, rtol=0, atol=1e-12):
+            raise CheckFailed("wrong_sample", (
+                "your one-hot is not at the argmax of y_soft = softmax((logits + g)/τ) with "
+                "g = -log(-log u), u = torch.rand(logits.shape, generator=generator, "
+                "dtype=logits.dtype), drawn as in the Gumbel-softmax exercise."))
+        if grad is None or not bool(grad.abs().sum() > 0):
+            raise CheckFailed("no_gradient", (
+                "no gradient reaches the logits: the one-hot alone is a constant. Add the relaxed "
+                "sample minus its detached copy, whose value is 0 but whose gradient is y_soft's."))
+        if torch.allclose(grad, -want_grad, atol=1e-10):
+            raise CheckFailed("wrong_sign", (
+                "the gradient has the wrong sign: y_hard + y_soft - y_soft.detach(), not "
+                "y_hard - y_soft + y_soft.detach()."))
+        if torch.allclose(grad, _st_reference(1, "softmax")[1], atol=1e-10):
+            raise CheckFailed("softmax_backward", (
+                "your backward goes through softmax(logits), the lab's straight-through; here it "
+                "goes through the Gumbel-softmax sample softmax((logits + g)/τ) that chose y."))
+        if not torch.allclose(grad, want_grad, atol=1e-10, rtol=1e-8):
+            raise CheckFailed("values", (
+                f"the gradient of Σ w·y differs from the relaxed sample's: row 0 expected "
+                f"{_fmt(want_grad[0])}, got {_fmt(grad[0])}. Is y_soft divided by τ?"))
+        expect_generator(lambda g: call_student(probe, ST_LOGITS, ST_TAU, generator=g)[0], seed=1)
+        return ("a one-hot forward (up to round-off), the relaxed sample's gradient backward, drawn from "
+                "the generator")
+
+    return custom_check(name, body, verbose=verbose,
+                        forbid=(hard.gumbel_softmax, torch.nn.functional.gumbel_softmax))
