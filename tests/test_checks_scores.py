@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from utils import scores
 from utils.checks import scores as checks
 
 # --------------------------------------------------------------------------- additive
@@ -261,3 +262,18 @@ def test_additive_and_general_near_misses_are_values():
     assert checks.check_additive_scores(sigmoid).diagnosis == "values"
     symmetrised = lambda q, k, w: q @ ((w + w.mT) / 2) @ k.mT  # noqa: E731
     assert checks.check_general_scores(symmetrised).diagnosis == "values"
+
+
+# --------------------------------------------------------------------------- one call of utils
+
+
+@pytest.mark.parametrize(("check", "answer"), [
+    (checks.check_additive_scores, scores.additive),
+    (checks.check_additive_scores,
+     lambda q, k, w_q, w_k, v: scores.concat(q, k, torch.cat([w_q, w_k]), v)),
+    (checks.check_general_scores, scores.general),
+    (checks.check_general_scores, lambda q, k, w: scores.dot(q @ w, k)),
+])
+def test_one_call_of_utils_is_refused(check, answer):
+    result = check(answer)
+    assert result.status == "fail" and result.diagnosis == "used_library", result.message

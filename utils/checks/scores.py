@@ -7,6 +7,7 @@ import numbers
 
 import torch
 
+from .. import scores as _scores
 from ..scores import additive, general
 from ._core import (
     PASS,
@@ -25,7 +26,7 @@ from ._core import randn as _randn
 __all__ = ["check_additive_scores", "check_general_scores", "check_score_variance"]
 
 
-def _staged(name: str, fn, reference, stages: list[list[Case]], bugs) -> CheckResult:
+def _staged(name: str, fn, reference, stages: list[list[Case]], bugs, forbid=()) -> CheckResult:
     """``run_check`` on each list of cases in turn; the first failure is the result.
 
     The first stage holds square cases (L_q = L_k, d_q = d_k), on which every typical bug still
@@ -33,7 +34,7 @@ def _staged(name: str, fn, reference, stages: list[list[Case]], bugs) -> CheckRe
     a shape error instead.
     """
     for cases in stages:
-        result = run_check(name, fn, reference, cases, bugs, verbose=False)
+        result = run_check(name, fn, reference, cases, bugs, forbid=forbid, verbose=False)
         if not result:
             print(result.message)
             return result
@@ -72,7 +73,18 @@ def _additive(q, k, w_q, w_k, v):
     return additive(q, k, w_q, w_k, v)
 
 
-@register(_additive)
+def _additive_solution(q, k, w_q, w_k, v):
+    """The answer written out (the registered solution may not call a forbidden function)."""
+    return torch.tanh((q @ w_q).unsqueeze(-2) + (k @ w_k).unsqueeze(-3)) @ v
+
+
+#: ``utils`` functions that compute the additive score in one call (concat with [W_q; W_k]).
+_ADDITIVE_LIBRARY = (_scores.additive, _scores.concat)
+#: ... and the general score (dot(q @ w, k) is the general score too).
+_GENERAL_LIBRARY = (_scores.general, _scores.dot, _scores.scaled_dot)
+
+
+@register(_additive_solution)
 def check_additive_scores(fn) -> CheckResult:
     """``fn(q, k, w_q, w_k, v) -> (..., Lq, Lk)``: Bahdanau's ``v^T tanh(q W_q + k W_k)``."""
     square = [
@@ -105,7 +117,8 @@ def check_additive_scores(fn) -> CheckResult:
         "one_projection": (_additive_one_projection,
                            "the keys were projected with W_q: keys use their own matrix W_k."),
     }
-    return _staged("additive scores", fn, _additive, [square, general_sizes], bugs)
+    return _staged("additive scores", fn, _additive, [square, general_sizes], bugs,
+                   forbid=_ADDITIVE_LIBRARY)
 
 
 # --------------------------------------------------------------------------- general
@@ -115,7 +128,11 @@ def _general(q, k, w):
     return general(q, k, w)
 
 
-@register(_general)
+def _general_solution(q, k, w):
+    return q @ w @ k.transpose(-2, -1)
+
+
+@register(_general_solution)
 def check_general_scores(fn) -> CheckResult:
     """``fn(q, k, w) -> (..., Lq, Lk)``: Luong's general (bilinear) ``q W k^T``, w ``(d_q, d_k)``."""
     # square first (d_q = d_k, Lq = Lk) with a non-symmetric W, so a transposed W or
@@ -141,7 +158,8 @@ def check_general_scores(fn) -> CheckResult:
         "scaled": (lambda q, k, w: q @ w @ k.transpose(-2, -1) / math.sqrt(k.shape[-1]),
                    "divided by √d: Luong's general score has no scale (W can learn one)."),
     }
-    return _staged("general scores", fn, _general, [square, general_sizes], bugs)
+    return _staged("general scores", fn, _general, [square, general_sizes], bugs,
+                   forbid=_GENERAL_LIBRARY)
 
 
 # --------------------------------------------------------------------------- variance
