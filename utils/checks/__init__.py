@@ -51,7 +51,12 @@ from .self_attention import (
     check_self_attention,
     check_sinusoidal,
 )
-from .sparse import check_bigbird_mask, check_blockwise_attention, check_sliding_window_mask
+from .sparse import (
+    check_bigbird_mask,
+    check_blockwise_attention,
+    check_reach_prediction,
+    check_sliding_window_mask,
+)
 
 __all__ = [
     "REGISTRY",
@@ -78,6 +83,7 @@ __all__ = [
     "check_next_token_head",
     "check_padded_causal_attention",
     "check_padded_cross_attention",
+    "check_reach_prediction",
     "check_reinforce",
     "check_rows_without_translation",
     "check_score_variance",
