@@ -277,3 +277,72 @@ def test_additive_and_general_near_misses_are_values():
 def test_one_call_of_utils_is_refused(check, answer):
     result = check(answer)
     assert result.status == "fail" and result.diagnosis == "used_library", result.message
+
+
+# --------------------------------------------------------------------------- learned temperature
+
+
+def _cosine_module(score, init=0.0, parameter=True):
+    """A module computing ``score(q, k, b)`` with its scalar b (a parameter unless told)."""
+
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            b = torch.tensor(init)
+            self.b = torch.nn.Parameter(b) if parameter else b
+
+        def forward(self, q, k):
+            return score(q, k, self.b)
+
+    return Module
+
+
+def _unit(x, eps=1e-12):
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+COSINE_OK = lambda q, k, b: torch.exp(b) * _unit(q) @ _unit(k).mT  # noqa: E731
+COSINE_BUGS = {
+    "not_exponentiated": _cosine_module(lambda q, k, b: b * _unit(q) @ _unit(k).mT, init=1.0),
+    "inverse": _cosine_module(lambda q, k, b: _unit(q) @ _unit(k).mT / torch.exp(b)),
+    "not_normalised": _cosine_module(lambda q, k, b: torch.exp(b) * q @ k.mT),
+    "whole_norm": _cosine_module(lambda q, k, b: torch.exp(b) * (q / q.norm()) @ (k / k.norm()).mT),
+    "wrong_axis": _cosine_module(lambda q, k, b: torch.exp(b) * (q / q.norm(dim=-2, keepdim=True))
+                                 @ (k / k.norm(dim=-2, keepdim=True)).mT),
+    "zero_vector": _cosine_module(lambda q, k, b: torch.exp(b) * (q / q.norm(dim=-1, keepdim=True))
+                                  @ (k / k.norm(dim=-1, keepdim=True)).mT),
+    "no_gradient": _cosine_module(lambda q, k, b: math.exp(b.item()) * _unit(q) @ _unit(k).mT),
+    "init": _cosine_module(COSINE_OK, init=1.0),
+    "no_parameter": _cosine_module(COSINE_OK, parameter=False),
+}
+
+
+@pytest.mark.parametrize("cls", [
+    checks._LearnedCosine,
+    _cosine_module(COSINE_OK),
+    _cosine_module(lambda q, k, b: b.exp() * torch.nn.functional.cosine_similarity(
+        q.unsqueeze(-2), k.unsqueeze(-3), dim=-1)),
+])
+def test_learned_cosine_accepts_correct_modules(cls):
+    result = checks.check_learned_cosine(cls)
+    assert result.status == "pass", result.message
+
+
+@pytest.mark.parametrize("key", COSINE_BUGS)
+def test_learned_cosine_names_the_bug(key):
+    result = checks.check_learned_cosine(COSINE_BUGS[key])
+    assert result.status == "fail"
+    assert result.diagnosis == key, result.message
+
+
+def test_learned_cosine_stub_library_and_near_miss():
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            raise NotImplementedError
+
+    assert checks.check_learned_cosine(Stub).status == "not attempted"
+    library = _cosine_module(lambda q, k, b: torch.exp(b) * scores.cosine(q, k))
+    assert checks.check_learned_cosine(library).diagnosis == "used_library"
+    squared = _cosine_module(lambda q, k, b: torch.exp(2 * b) * _unit(q) @ _unit(k).mT)
+    assert checks.check_learned_cosine(squared).diagnosis == "values"
+    assert checks.check_learned_cosine(lambda: "model").diagnosis == "wrong_type"

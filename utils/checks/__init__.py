@@ -44,7 +44,7 @@ from .multihead import (
     check_split_heads,
     check_zeroed_heads,
 )
-from .scores import check_additive_scores, check_general_scores, check_score_variance
+from .scores import check_additive_scores, check_general_scores, check_learned_cosine, check_score_variance
 from .self_attention import (
     check_bought_reads_milk,
     check_low_temperature,
@@ -78,6 +78,7 @@ __all__ = [
     "check_gumbel_softmax",
     "check_hard_attention",
     "check_kv_step",
+    "check_learned_cosine",
     "check_low_temperature",
     "check_merge_heads",
     "check_next_token_head",

@@ -16,6 +16,7 @@ from ._core import (
     CheckResult,
     _type_name,
     call_student,
+    compare,
     custom_check,
     expect_generator,
     register,
@@ -23,7 +24,8 @@ from ._core import (
 )
 from ._core import randn as _randn
 
-__all__ = ["check_additive_scores", "check_general_scores", "check_score_variance"]
+__all__ = ["check_additive_scores", "check_general_scores", "check_learned_cosine",
+           "check_score_variance"]
 
 
 def _staged(name: str, fn, reference, stages: list[list[Case]], bugs, forbid=()) -> CheckResult:
@@ -303,3 +305,121 @@ def check_score_variance(fn, dims: tuple[int, ...] = (1, 16, 256), n_samples: in
                           "variance of (q * k).sum(-1).")
 
     return custom_check(name, body, verbose=verbose)
+
+
+# --------------------------------------------------------------------------- learned temperature
+
+
+class _LearnedCosine(torch.nn.Module):
+    """β·cos(q_i, k_j) with β = exp(b), b a learned scalar starting at 0 (β = 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, q, k):
+        def unit(x):
+            return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+        return torch.exp(self.b) * (unit(q) @ unit(k).transpose(-2, -1))
+
+
+def _unit_along(x, dim):
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-300)
+
+
+#: (key, β·cos written wrong as a function of (q, k, b), hint)
+_COSINE_BUGS = [
+    ("not_exponentiated", lambda q, k, b: b * _scores.cosine(q, k),
+     "your scores are b·cos, not exp(b)·cos: β = exp(b) keeps β positive whatever b becomes "
+     "(b = 0 must give β = 1, not 0)."),
+    ("inverse", lambda q, k, b: math.exp(-b) * _scores.cosine(q, k),
+     "your scores are cos / exp(b): β = exp(b) multiplies the cosine (it is 1/T, a strength)."),
+    ("not_normalised", lambda q, k, b: math.exp(b) * (q @ k.mT),
+     "your scores are β·q·k: divide each query and each key by its own length first."),
+    ("whole_norm", lambda q, k, b: math.exp(b) * (q / q.norm()) @ (k / k.norm()).mT,
+     "you divided q and k by the norm of the whole matrix: normalise each row, "
+     "x.norm(dim=-1, keepdim=True)."),
+    ("wrong_axis", lambda q, k, b: math.exp(b) * _unit_along(q, -2) @ _unit_along(k, -2).mT,
+     "you normalised along the wrong axis (each column): normalise each row (dim=-1), one "
+     "query or key vector."),
+]
+
+
+@register(_LearnedCosine)
+def check_learned_cosine(cls, verbose: bool = True) -> CheckResult:
+    """``cls()`` builds an ``nn.Module`` with one learned scalar ``b`` (starting at 0) whose
+    ``forward(q, k)`` returns ``exp(b) · cos(q_i, k_j)``, ``(..., Lq, Lk)``.
+
+    Checked: one parameter of one entry; values against ``utils.scores.cosine`` times ``exp(b)``
+    for several ``b`` (the parameter is set by the check); the gradient that reaches ``b``; a
+    zero query or key gives scores 0, not NaN; ``b`` starts at 0 (β = 1).
+    """
+    name = "learned cosine temperature"
+    q, k = _randn(4, 3, seed=30), 3.0 * _randn(5, 3, seed=31)
+    qb, kb = _randn(2, 3, 4, seed=32), _randn(2, 6, 4, seed=33)
+
+    def body() -> str:
+        model = call_student(cls)
+        if model is None:
+            raise CheckFailed("no_return", "building your module gave None: call the class, "
+                              "LearnedCosine(), and make sure it is a class, not a function "
+                              "without `return`.")
+        if not isinstance(model, torch.nn.Module):
+            raise CheckFailed("wrong_type", f"{cls.__name__ if hasattr(cls, '__name__') else 'it'}"
+                              f"() built {_type_name(model)}, not an nn.Module: subclass "
+                              "torch.nn.Module and call super().__init__().")
+        params = list(model.parameters())
+        if len(params) != 1 or params[0].numel() != 1:
+            raise CheckFailed("no_parameter", f"expected one learnable parameter b with one entry "
+                              f"(self.b = nn.Parameter(torch.zeros(()))), found {len(params)} "
+                              f"parameter(s) with {sum(p.numel() for p in params)} entries.")
+        b = params[0]
+        b0 = b.detach().double().reshape(()).item()
+        with torch.enable_grad():
+            for value in (0.7, -1.5, 0.0):
+                with torch.no_grad():
+                    b.fill_(value)
+                for qq, kk in ((q, k), (qb, kb)):
+                    out = call_student(model, qq, kk)
+                    want = math.exp(value) * _scores.cosine(qq, kk)
+                    if isinstance(out, torch.Tensor) and out.shape == want.shape:
+                        got = out.detach().double()
+                        for key, bug, hint in _COSINE_BUGS:
+                            if torch.allclose(got, bug(qq, kk, value).double(), atol=1e-5, rtol=1e-4):
+                                if not torch.allclose(got, want, atol=1e-5, rtol=1e-4):
+                                    raise CheckFailed(key, hint)
+                    compare(out.detach() if isinstance(out, torch.Tensor) else out, want,
+                            context=f"with b = {value}")
+            with torch.no_grad():
+                b.fill_(0.3)
+            b.grad = None
+            out = call_student(model, q, k)
+            if not out.requires_grad:
+                raise CheckFailed("no_gradient", "b gets no gradient: the scores do not depend "
+                                  "on it through autograd (b.item(), a float, math.exp or "
+                                  "torch.no_grad cut the graph). Use torch.exp(self.b).")
+            out.sum().backward()
+            want_grad = (math.exp(0.3) * _scores.cosine(q, k)).sum().item()
+            if b.grad is None or not math.isclose(b.grad.double().item(), want_grad,
+                                                  rel_tol=1e-4, abs_tol=1e-6):
+                got = None if b.grad is None else b.grad.double().item()
+                raise CheckFailed("no_gradient", f"the gradient reaching b is {got}, expected "
+                                  f"{want_grad:.4f} (d(exp(b)·cos)/db = exp(b)·cos).")
+        zq, zk = q.clone(), k.clone()
+        zq[1], zk[2] = 0.0, 0.0
+        with torch.no_grad():
+            b.fill_(0.0)
+            out = call_student(model, zq, zk)
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+            raise CheckFailed("zero_vector", "a zero query or key gives NaN (0/0): clamp each "
+                              "row's norm, x.norm(dim=-1, keepdim=True).clamp_min(1e-12), so a "
+                              "zero vector has cosine 0 with everything.")
+        compare(out, _scores.cosine(zq, zk), context="with a zero query and a zero key")
+        if b0 != 0.0:
+            raise CheckFailed("init", f"b starts at {b0:g}, so β = exp(b) = {math.exp(b0):.3g}: "
+                              "start with β = 1, b = 0 (torch.zeros(())).")
+        return ("exp(b)·cos for b = 0.7, -1.5, 0, batched too; b gets its gradient; a zero "
+                "vector scores 0; β starts at 1.")
+
+    return custom_check(name, body, forbid=(_scores.cosine,), verbose=verbose)
