@@ -346,3 +346,25 @@ def test_learned_cosine_stub_library_and_near_miss():
     squared = _cosine_module(lambda q, k, b: torch.exp(2 * b) * _unit(q) @ _unit(k).mT)
     assert checks.check_learned_cosine(squared).diagnosis == "values"
     assert checks.check_learned_cosine(lambda: "model").diagnosis == "wrong_type"
+
+
+@pytest.mark.parametrize(("forward", "key"), [
+    (lambda q, k, b: None, "no_return"),
+    (lambda q, k, b: COSINE_OK(q, k, b).tolist(), "wrong_type"),
+    (lambda q, k, b: COSINE_OK(q, k, b).float(), "wrong_dtype"),
+    (lambda q, k, b: COSINE_OK(q, k, b)[..., :-1], "wrong_shape"),
+    (lambda q, k, b: COSINE_OK(q, k, b).mT, "wrong_shape"),
+])
+def test_learned_cosine_forward_returning_the_wrong_kind_of_value(forward, key):
+    # the robustness test cannot build these from a class: the forward pass is checked here
+    result = checks.check_learned_cosine(_cosine_module(forward))
+    assert result.status == "fail" and result.diagnosis == key, result.message
+
+
+def test_learned_cosine_forward_changing_its_input_fails():
+    def forward(q, k, b):
+        out = COSINE_OK(q, k, b)
+        q.zero_()
+        return out
+
+    assert checks.check_learned_cosine(_cosine_module(forward)).diagnosis == "mutated_input"
