@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from .. import multihead
 from ..attention import softmax
 from ..examples.heads import heads_example, position_code
-from ..training import heads as heads_task
 from ._core import (
     Case,
     CheckFailed,
@@ -262,10 +261,18 @@ def _zeroed_solution():
             "first-word head zeroed": {"previous": "right", "first": "chance"}}
 
 
+def _heads_task():
+    """``utils.training.heads``, imported when a check needs it (it imports torch.optim's
+    machinery: no cost for chapters that only import the checks)."""
+    from ..training import heads
+
+    return heads
+
+
 @functools.lru_cache(maxsize=1)
 def _default_model():
     """The notebook's model: two heads, seed 0 (trained once, on first use)."""
-    return heads_task.fit(2, seed=0).model
+    return _heads_task().fit(2, seed=0).model
 
 
 def _outcome(accuracy: float) -> str:
@@ -277,6 +284,7 @@ def _outcome(accuracy: float) -> str:
 
 
 def _measure(model) -> dict[str, dict[str, float]]:
+    heads_task = _heads_task()
     jobs = heads_task.role_heads(heads_task.roles(model))
     if None in jobs.values() or jobs["previous"] == jobs["first"]:
         raise RuntimeError(f"the model's heads do not take one job each: {jobs}")
@@ -293,6 +301,8 @@ def check_zeroed_heads(fn, model=None, verbose: bool = True) -> CheckResult:
 
     ``model``: the trained ``TwoRelationsModel`` with two heads (default: seed 0, trained here).
     """
+    heads_task = _heads_task()
+
     def body() -> str:
         prediction = call_student(fn)
         if prediction is None:
