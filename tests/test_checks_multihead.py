@@ -47,6 +47,14 @@ def next_from_the_designed_head():
     return w_q, w_k
 
 
+def _first_reads_five(ex, w_q, w_k):
+    """The first word's query moved (through its "first" flag) to the code of position 5."""
+    from utils.examples.heads import position_code
+
+    code = position_code(6)
+    w_q[ex.dims.index("first"), :] = 6.0 * (code[5] - code[1])
+
+
 def test_next_token_head_passes(capsys):
     for fn in (ch._next_token_solution, next_from_the_designed_head, lambda: _head(scale=10.0),
                lambda: list(_head())):
@@ -63,6 +71,9 @@ def test_next_token_head_passes(capsys):
     (lambda: _head(steps=0), "looks_at_itself"),
     (lambda: _head(scale=2.0), "too_flat"),
     (lambda: _head(steps=2), "wrong_place"),
+    (lambda: (torch.zeros(12, 4, dtype=torch.float64),) * 2, "uniform"),
+    (lambda: _head(scale=-6.0, steps=-1), "too_flat"),  # minus the designed query
+    (lambda: _head(extra=_first_reads_five), "partly"),
     (lambda: _head()[0], "wrong_output"),
     (lambda: (*_head(), torch.zeros(4)), "wrong_output"),
     (lambda: (_head()[0][:, :2], _head()[1][:, :2]), "wrong_shape"),

@@ -137,6 +137,21 @@ def check_next_token_head(fn, verbose: bool = True) -> CheckResult:
                 raise CheckFailed("reads_words", f"{detail}, though it passes on the sentence "
                                   "itself: your head uses the words' features. Only the position "
                                   "rows (the last four of W_Q and W_K) should be non-zero")
+            if bool(((a - 1 / n).abs() < 1e-9).all()):
+                raise CheckFailed("uniform", f"{detail}: every word spreads its weight evenly "
+                                  f"(1/{n} on each word), so all its scores are equal: is W_Q "
+                                  "or W_K still zero?")
+            if bool((a[:-1].argmax(-1) == torch.arange(1, n)).all()):
+                raise CheckFailed("too_flat", f"{detail}: every word reads the next one most, "
+                                  "but not by enough. Scale the query up (the designed "
+                                  "previous-token head uses 6)")
+            if share >= 0.5 and offset == 1:
+                miss = next(i for i in range(n - 1) if int(a[i].argmax()) != i + 1)
+                raise CheckFailed("partly", f"{detail}: most words read the next word, but "
+                                  f"“{ex.tokens[miss]}” (position {miss}) reads "
+                                  f"“{ex.tokens[int(a[miss].argmax())]}”. The query must be "
+                                  "the code of position i + 1 for every i: one rotation, the "
+                                  "same for all positions")
             if share >= 0.5 and offset == -1:
                 raise CheckFailed("looks_back", f"{detail}: most words read the word *before* "
                                   "them. Rotate the other way: the query of position i must "
@@ -145,10 +160,6 @@ def check_next_token_head(fn, verbose: bool = True) -> CheckResult:
                 raise CheckFailed("looks_at_itself", f"{detail}: most words read themselves, "
                                   "as when the query is the position code unrotated. Rotate "
                                   "it one step forward")
-            if bool((a[:-1].argmax(-1) == torch.arange(1, n)).all()):
-                raise CheckFailed("too_flat", f"{detail}: every word reads the next one most, "
-                                  "but not by enough. Scale the query up (the designed "
-                                  "previous-token head uses 6)")
             where = ("most words read the word " + (f"{offset} after" if offset > 0 else
                                                     f"{-offset} before") + " them"
                      if share >= 0.5 else "the words read no common offset")
