@@ -300,6 +300,26 @@ def test_gqa_diagnoses(fn, key):
     assert r.status == "fail" and r.diagnosis == key, r.message
 
 
+def gqa_kv_split_into_h(x, w_q, w_k, w_v, w_o, n_heads, n_groups):
+    q, k, v = (split_heads(x @ w, n_heads) for w in (w_q, w_k, w_v))
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    return merge_heads(a @ v) @ w_o, a
+
+
+def gqa_kv_viewed_as_h(x, w_q, w_k, w_v, w_o, n_heads, n_groups):
+    b, n, d = x.shape
+    q, k, v = ((x @ w).view(b, n, n_heads, d // n_heads).transpose(1, 2) for w in (w_q, w_k, w_v))
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    return (a @ v).transpose(1, 2).reshape(b, n, d) @ w_o, a
+
+
+@pytest.mark.parametrize(("fn", "key"), [(gqa_kv_split_into_h, "kv_split_into_h"),
+                                         (gqa_kv_viewed_as_h, "kv_viewed_as_h")])
+def test_gqa_keys_split_into_query_heads_is_named(fn, key):
+    r = checks.check_grouped_query_attention(fn)
+    assert r.diagnosis == key and "n_groups heads" in r.message, r.message
+
+
 def test_gqa_near_miss_is_values():
     def reversed_groups(x, w_q, w_k, w_v, w_o, n_heads, n_groups):  # groups in reverse order
         q = split_heads(x @ w_q, n_heads)

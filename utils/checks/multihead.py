@@ -444,6 +444,10 @@ def check_grouped_query_attention(fn, verbose: bool = True) -> CheckResult:
             "the output is right, but return the weights of every query head, (B, H, N, N), "
             "not their average."),
     }
+    kv_hint = ("K and V have only G·d_head columns (`w_k` is D × G·d_head): split them into "
+               "n_groups heads, not n_heads, then give each query head its group's.")
+    raised = {**_VIEW_HINT, "kv_split_into_h": ("must divide the model dimension", kv_hint),
+              "kv_viewed_as_h": ("is invalid for input of size", kv_hint)}
     return run_check("grouped-query attention", fn, _gqa_reference, cases, bugs, atol=ATOL,
-                     returns=("output", "weights"), raised_hints=_VIEW_HINT,
+                     returns=("output", "weights"), raised_hints=raised,
                      forbid=(_gqa_reference,), verbose=verbose)
