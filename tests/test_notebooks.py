@@ -143,3 +143,16 @@ def test_every_cell_carries_slideshow_metadata(path):
                 f"cell {cell.get('id')}: run python -m utils.authoring execute (or build)"
             )
     assert cells[0].metadata["slideshow"]["slide_type"] == "slide"
+
+
+@pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
+def test_nbval_markers_are_spelled_so_nbval_sees_them(path):
+    """nbval reads a marker only when the comment is the marker alone: ``# NBVAL_IGNORE_OUTPUT
+    (why)`` is silently not a marker, and the cell's output is compared after all."""
+    for cell in _read(path).cells:
+        for line in cell.source.splitlines():
+            comment = line.strip()
+            if comment.startswith("#") and "NBVAL_" in comment:
+                assert comment.lstrip("#").strip() in {
+                    "NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION",
+                    "NBVAL_SKIP"}, f"cell {cell.get('id')}: {comment!r} is not a marker nbval reads"
